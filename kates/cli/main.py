@@ -1,0 +1,124 @@
+"""`kates`: start the control plane (`kates server`) or run the real kubectl against it (`kates kubectl`)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/kates")
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "kates"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kates", description="Kubernetes in Python")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("server", help="run the control plane")
+    s.add_argument("--data-dir", type=Path, default=None, help="where state, certificates and the kubeconfig live")
+    s.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=6443)
+    s.add_argument("--store", default=None, help="store URL: sqlite:///path (default: DATA_DIR/state.db) or "
+                                                 "memory://")
+    s.add_argument("--service-cidr", default="10.96.0.0/12")
+    s.add_argument("--node-port-range", default="30000-32767")
+    s.add_argument("--event-ttl", type=float, default=3600.0, help="seconds events are kept (default 1 h)")
+    s.add_argument("-v", "--verbose", action="store_true")
+    k = sub.add_parser("kubectl", help="run kubectl with this cluster's admin kubeconfig", add_help=False)
+    k.add_argument("--data-dir", type=Path, default=None)
+    k.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kubectl"]:
+        return run_kubectl(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "server":
+        return run_server(args)
+    return 2
+
+
+def run_kubectl(argv: list[str]) -> int:
+    data_dir = default_data_dir()
+    if argv[:1] == ["--data-dir"] and len(argv) > 1:
+        data_dir, argv = Path(argv[1]), argv[2:]
+    kubeconfig = data_dir / "kubeconfig.yaml"
+    if not kubeconfig.exists():
+        print(f"kates: no kubeconfig at {kubeconfig}: is `kates server` running?", file=sys.stderr)
+        return 1
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    os.execvpe("kubectl", ["kubectl", *argv], env)
+    return 127
+
+
+def run_server(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from ..apiserver.certs import PKI, default_hosts
+    from ..apiserver.server import APIServer, ServerConfig
+    from ..store import open_store
+
+    started = time.monotonic()
+    data_dir: Path = (args.data_dir or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store_url = args.store or f"sqlite://{data_dir / 'state.db'}"
+    try:
+        store = open_store(store_url)
+    except ValueError as e:
+        print(f"kates: {e}", file=sys.stderr)
+        return 2
+    lo, _, hi = args.node_port_range.partition("-")
+    config = ServerConfig(bind=args.bind, port=args.port, service_cidr=args.service_cidr,
+                          node_port_range=(int(lo), int(hi)), event_ttl=args.event_ttl)
+    pki = PKI(data_dir)
+    await asyncio.to_thread(pki.ensure, default_hosts(args.bind))
+    if hasattr(store, "start"):
+        await store.start()
+    if hasattr(store, "start_background_tasks"):
+        store.start_background_tasks()
+    server = APIServer(store, config)
+    try:
+        await server.start(pki.server_context())
+    except OSError as e:
+        print(f"kates: cannot listen on {args.bind}:{args.port}: {e.strerror}", file=sys.stderr)
+        await store.close()
+        return 1
+    host = "127.0.0.1" if args.bind in ("0.0.0.0", "::", "") else args.bind
+    kubeconfig = data_dir / "kubeconfig.yaml"
+    await asyncio.to_thread(pki.write_kubeconfig, kubeconfig, f"https://{host}:{args.port}")
+    logging.getLogger("kates").info("serving in %.2fs with store %s", time.monotonic() - started, store_url)
+    print(f"kates is ready: KUBECONFIG={kubeconfig}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("kates").info("stopping")
+    await server.stop()
+    await store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
