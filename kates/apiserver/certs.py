@@ -57,6 +57,7 @@ class PKI:
         self.server_key = self.dir / "apiserver.key"
         self.admin_cert = self.dir / "admin.crt"
         self.admin_key = self.dir / "admin.key"
+        self.tokens = self.dir / "tokens.csv"
 
     def ensure(self, hosts: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,19 @@ class PKI:
             self._issue(self.server_cert, self.server_key, _name("kube-apiserver"), server_hosts=hosts)
         if not self.admin_cert.exists():
             self._issue(self.admin_cert, self.admin_key, _name("kubernetes-admin", "system:masters"))
+        if not self.tokens.exists():
+            import secrets
+            _write(self.tokens, f"{secrets.token_hex(24)},kubernetes-admin,admin,system:masters\n".encode(),
+                   private=True)
+
+    def load_tokens(self) -> dict[str, str]:
+        """Static bearer tokens (Kubernetes' --token-auth-file format: token,user,uid,"groups")."""
+        out = {}
+        for line in self.tokens.read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) >= 2 and parts[0]:
+                out[parts[0]] = parts[1]
+        return out
 
     def _covers(self, hosts: list[str]) -> bool:
         cert = x509.load_pem_x509_certificate(self.server_cert.read_bytes())

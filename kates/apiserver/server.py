@@ -66,7 +66,7 @@ class APIServer:
         self.crds = CRDController(self.registry, self.catalog)
         self.ready = False
         self._runner: web.AppRunner | None = None
-        self.authenticate: Callable[[web.Request], str | None] = self._authenticate_cert
+        self.tokens: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self, ssl_context: ssl.SSLContext | None) -> None:
@@ -127,7 +127,11 @@ class APIServer:
         r.add_route("*", "/{path:.*}", self.resource)
         return app
 
-    def _authenticate_cert(self, request: web.Request) -> str | None:
+    def authenticate(self, request: web.Request) -> str | None:
+        """The user a request comes from: a bearer token from the token file, or a client certificate's CN."""
+        auth = request.headers.get("Authorization")
+        if auth and auth.startswith("Bearer "):
+            return self.tokens.get(auth[7:].strip())
         transport = request.transport
         if transport is None:
             return None

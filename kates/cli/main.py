@@ -97,6 +97,7 @@ async def _serve(args: argparse.Namespace) -> int:
     if hasattr(store, "start_background_tasks"):
         store.start_background_tasks()
     server = APIServer(store, config)
+    server.tokens = pki.load_tokens()
     try:
         await server.start(pki.server_context())
     except OSError as e:
