@@ -18,6 +18,7 @@ from ..api import errors, fieldvalidation, managedfields, patch as patches, tabl
 from ..api.resources import ResourceType, storage_prefix
 from ..api.selectors import matcher, parse_field_selector, parse_label_selector
 from . import requests as rq
+from . import strategy
 from .registry import Registry, deep_copy, now_rfc3339
 from .requests import Accept, Target
 from .watchcache import WatchCache
@@ -319,7 +320,8 @@ class ResourceHandlers:
         def ssa(live: dict[str, Any] | None) -> dict[str, Any]:
             return managedfields.server_side_apply(live, deep_copy(applied), manager=manager, force=force,
                                                    definition=rt.definition, schema=schema, now=stamp,
-                                                   subresource=t.subresource)
+                                                   subresource=t.subresource,
+                                                   reset_fields=strategy.reset_fields(rt, t.subresource))
         updated = await self.registry.update(
             rt, t.namespace, t.name, ssa, subresource=t.subresource, dry_run=dry, manager=manager,
             operation="Apply", create=lambda: ssa(None), managed=lambda old, new: new)
@@ -395,7 +397,8 @@ class ResourceHandlers:
 
         def bypass_status(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             return managedfields.update_managed_fields(old, new, manager=rq.field_manager(request),
-                                                       definition=pods.definition, now=stamp)
+                                                       definition=pods.definition, now=stamp, subresource="binding",
+                                                       reset_fields=())
         await self.registry.update(pods, namespace, name, mutate, subresource="binding", dry_run=rq.dry_run(request),
                                    managed=bypass_status)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

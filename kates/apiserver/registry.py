@@ -180,7 +180,8 @@ class Registry:
 
     # -- create ----------------------------------------------------------------------------------------------
     async def create(self, rt: ResourceType, namespace: str | None, obj: dict[str, Any], *, dry_run: bool = False,
-                     manager: str = "", ) -> dict[str, Any]:
+                     manager: str = "", managed: bool = True) -> dict[str, Any]:
+        """Store a new object; `managed=False` when the caller (server-side apply) already set managedFields."""
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise errors.BadRequest("metadata must be an object")
@@ -215,9 +216,11 @@ class Registry:
                 raise errors.AlreadyExists.of(rt.resource, meta["name"], rt.group)
             await self._allocate(rt, obj, None, dry_run=True)
             return obj
-        obj = managedfields.update_managed_fields(None, obj, manager=manager or "unknown", operation="Update",
-                                                  definition=rt.definition, schema=self.schema_of(rt),
-                                                  now=now_rfc3339(self.clock))
+        if managed:
+            obj = managedfields.update_managed_fields(None, obj, manager=manager or "unknown", operation="Update",
+                                                      definition=rt.definition, schema=self.schema_of(rt),
+                                                      now=now_rfc3339(self.clock),
+                                                      reset_fields=strategy.reset_fields(rt, ""))
         release = await self._allocate(rt, obj, None)
         try:
             rev = await self.store.create(key, encode(obj), ttl=self._ttl(rt))
@@ -249,7 +252,8 @@ class Registry:
             if kv is None:
                 if create is None:
                     raise errors.NotFound.of(rt.resource, name, rt.group)
-                return await self.create(rt, namespace, create(), dry_run=dry_run, manager=manager)
+                return await self.create(rt, namespace, create(), dry_run=dry_run, manager=manager,
+                                         managed=managed is None)
             old = decode(kv.value, kv.mod_revision)
             new = mutate(deep_copy(old))
             new_meta = new.setdefault("metadata", {})
@@ -282,7 +286,8 @@ class Registry:
                 new = managedfields.update_managed_fields(old, new, manager=manager or "unknown",
                                                           operation=operation, definition=rt.definition,
                                                           schema=self.schema_of(rt), now=stamp,
-                                                          subresource=subresource)
+                                                          subresource=subresource,
+                                                          reset_fields=strategy.reset_fields(rt, subresource))
             new["metadata"]["resourceVersion"] = str(kv.mod_revision)
             if _same(new, old):
                 return old

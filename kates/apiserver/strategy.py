@@ -105,3 +105,10 @@ def pod_qos_class(spec: dict[str, Any]) -> str:
     if not any_set:
         return "BestEffort"
     return "Guaranteed" if guaranteed else "Burstable"
+
+
+def reset_fields(rt: ResourceType, subresource: str) -> tuple[tuple[str, ...], ...] | None:
+    """Fields an endpoint ignores, for managedFields: None keeps the default split (main: status, status: spec)."""
+    if subresource == "status" or (rt.has_status() and subresource == ""):
+        return None
+    return ()

@@ -92,10 +92,8 @@ async def _serve(args: argparse.Namespace) -> int:
                           node_port_range=(int(lo), int(hi)), event_ttl=args.event_ttl)
     pki = PKI(data_dir)
     await asyncio.to_thread(pki.ensure, default_hosts(args.bind))
-    if hasattr(store, "start"):
-        await store.start()
-    if hasattr(store, "start_background_tasks"):
-        store.start_background_tasks()
+    await store.start()
+    store.start_background_tasks()
     server = APIServer(store, config)
     server.tokens = pki.load_tokens()
     try:

@@ -66,6 +66,12 @@ class Event:
 
 
 class Store(Protocol):
+    async def start(self) -> None:
+        """Open now (constructors do no I/O), so open errors surface at start-up."""
+
+    def start_background_tasks(self) -> None:
+        """Start the TTL sweeper and periodic compaction; `close()` stops them."""
+
     async def get(self, key: str) -> KeyValue | None: ...
 
     async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
