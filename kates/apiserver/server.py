@@ -43,6 +43,7 @@ class ServerConfig:
     service_cidr: str = "10.96.0.0/12"
     node_port_range: tuple[int, int] = (30000, 32767)
     event_ttl: float = 3600.0
+    watch_cache_size: int = 10_000
 
 
 def version_info() -> dict[str, str]:
@@ -58,7 +59,7 @@ class APIServer:
         self.config = config or ServerConfig()
         self.store = store
         self.catalog = Catalog()
-        self.cache = WatchCache(store)
+        self.cache = WatchCache(store, self.config.watch_cache_size)
         self.allocator = ServiceAllocator(store, self.config.service_cidr, self.config.node_port_range)
         self.registry = Registry(store, self.cache, self.catalog, self.allocator, event_ttl=self.config.event_ttl)
         self.handlers = ResourceHandlers(self.registry, self.cache)

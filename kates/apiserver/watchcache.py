@@ -20,7 +20,7 @@ from ..store.interface import Compacted, Event, Store
 
 log = logging.getLogger(__name__)
 
-HISTORY = 10_000          # events kept per resource for watch resumption
+HISTORY = 10_000          # events kept per resource for watch resumption (--watch-cache-size)
 WATCHER_BACKLOG = 50_000  # a watcher this far behind is closed (it will relist), as Kubernetes closes slow watchers
 
 
@@ -105,8 +105,9 @@ class Watcher:
 class ResourceCache:
     """Objects and recent history under one store prefix (one resource type)."""
 
-    def __init__(self, prefix: str, start_revision: int) -> None:
+    def __init__(self, prefix: str, start_revision: int, capacity: int = HISTORY) -> None:
         self.prefix = prefix
+        self.capacity = capacity
         self.objects: dict[str, dict[str, Any]] = {}
         self._sorted: list[str] | None = []
         self.history: collections.deque[WatchEvent] = collections.deque()
@@ -138,7 +139,7 @@ class ResourceCache:
             self.objects[ev.key] = obj
             wev = WatchEvent("ADDED" if prev is None else "MODIFIED", obj, prev, ev.revision)
         self.history.append(wev)
-        if len(self.history) > HISTORY:
+        if len(self.history) > self.capacity:
             self.history_start = self.history.popleft().revision
         for w in list(self.watchers):
             w.offer(wev)
@@ -176,8 +177,9 @@ class ResourceCache:
 class WatchCache:
     """All resource caches, kept current by one store watch."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, capacity: int = HISTORY) -> None:
         self.store = store
+        self.capacity = capacity
         self.caches: dict[str, ResourceCache] = {}
         self.revision = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -202,7 +204,7 @@ class WatchCache:
     def cache(self, prefix: str) -> ResourceCache:
         c = self.caches.get(prefix)
         if c is None:
-            c = self.caches[prefix] = ResourceCache(prefix, self._start_revision)
+            c = self.caches[prefix] = ResourceCache(prefix, self._start_revision, self.capacity)
         return c
 
     def _cache_for(self, key: str) -> ResourceCache:

@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--service-cidr", default="10.96.0.0/12")
     s.add_argument("--node-port-range", default="30000-32767")
     s.add_argument("--event-ttl", type=float, default=3600.0, help="seconds events are kept (default 1 h)")
+    s.add_argument("--watch-cache-size", type=int, default=10_000,
+                   help="events kept per resource for watches resuming from a resourceVersion")
     s.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("kubectl", help="run kubectl with this cluster's admin kubeconfig", add_help=False)
     k.add_argument("--data-dir", type=Path, default=None)
@@ -89,7 +91,8 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     lo, _, hi = args.node_port_range.partition("-")
     config = ServerConfig(bind=args.bind, port=args.port, service_cidr=args.service_cidr,
-                          node_port_range=(int(lo), int(hi)), event_ttl=args.event_ttl)
+                          node_port_range=(int(lo), int(hi)), event_ttl=args.event_ttl,
+                          watch_cache_size=args.watch_cache_size)
     pki = PKI(data_dir)
     await asyncio.to_thread(pki.ensure, default_hosts(args.bind))
     await store.start()

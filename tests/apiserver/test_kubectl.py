@@ -326,7 +326,7 @@ spec:
                   "spec: {size: 3}\n")
     assert kubectl.json("get", "gd", "g1", "-n", ns)["spec"]["size"] == 3
     table = kubectl.run("get", "gadgets", "-n", ns).stdout.splitlines()
-    assert table[0].split() == ["NAME", "SIZE", "AGE"] and table[1].split()[:2] == ["g1", "3"]
+    assert table[0].split() == ["NAME", "SIZE"] and table[1].split()[:2] == ["g1", "3"]
     wrong = kubectl.run("apply", "-f", "-", check=False, input=(
         f"apiVersion: example.com/v1\nkind: Gadget\nmetadata: {{name: g2, namespace: {ns}}}\nspec: {{size: big}}\n"))
     assert wrong.returncode != 0 and "spec.size" in wrong.stderr

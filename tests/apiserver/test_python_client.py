@@ -104,13 +104,32 @@ def test_watch_sees_live_events_with_selectors(core, namespace):
     assert seen == [("ADDED", "mine"), ("DELETED", "mine")]
 
 
-def test_too_old_resource_version_is_410(core, namespace):
-    with pytest.raises(ApiException) as e:
-        # a watch from a revision before the cache's history starts; the client raises on the ERROR event
-        w = watch.Watch()
-        for _ in w.stream(core.list_namespaced_config_map, namespace, resource_version="1", timeout_seconds=3):
-            pass
-    assert e.value.status == 410
+def test_too_old_resource_version_is_410(tmp_path):
+    """A watch from before the watch cache's history gets 410 Expired; the client raises it as ApiException."""
+    from conftest import Server
+    from kubernetes import config
+    small = Server(tmp_path / "data", extra=["--watch-cache-size", "5"])
+    small.start()
+    try:
+        core = client.CoreV1Api(config.new_client_from_config(str(small.kubeconfig)))
+        first = core.create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="c0")))
+        for i in range(1, 10):
+            core.create_namespaced_config_map("default", client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"c{i}")))
+        with pytest.raises(ApiException) as e:
+            for _ in watch.Watch().stream(core.list_namespaced_config_map, "default",
+                                          resource_version=first.metadata.resource_version, timeout_seconds=3):
+                pass
+        assert e.value.status == 410
+        # a relist gives a fresh resourceVersion that watches fine
+        rv = core.list_namespaced_config_map("default").metadata.resource_version
+        core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="late")))
+        events = [ev["object"].metadata.name for ev in watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=2)]
+        assert events == ["late"]
+    finally:
+        small.stop()
 
 
 def test_deployments_and_scale_subresource(api_client, namespace):
