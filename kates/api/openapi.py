@@ -728,3 +728,19 @@ def v2_document(types: Iterable[ResourceType], crd_schemas: CRDSchemas | None = 
 def v2_document_bytes(types: Iterable[ResourceType], crd_schemas: CRDSchemas | None = None) -> bytes:
     rts = tuple(types)
     return _build_v2(rts, _crd_items(rts, crd_schemas)).data
+
+
+def _pb_string(field: int, value: str) -> bytes:
+    data = value.encode()
+    return bytes([(field << 3) | 2, len(data)]) + data
+
+
+def v2_protobuf_stub() -> bytes:
+    """/openapi/v2 in protobuf (gnostic `openapi_v2.Document`), with no paths or definitions yet.
+
+    kubectl 1.32 validates against /openapi/v3 and asks for this only for kinds v3 does not list; an empty
+    document makes it report such kinds the way it does on Kubernetes ("no matches for kind ...") rather than
+    failing to download. Field numbers: Document{swagger=1, info=2, paths=8}, Info{title=1, version=2}.
+    """
+    info = _pb_string(1, "Kubernetes") + _pb_string(2, "v1.32.0")
+    return _pb_string(1, "2.0") + bytes([(2 << 3) | 2, len(info)]) + info + bytes([(8 << 3) | 2, 0])

@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 EVENT_TTL = 3600.0
 MAX_RETRIES = 16
+GENERATE_NAME_RETRIES = 8
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _generate_name(base: str) -> str:
+    return base[:58] + "".join(random.choice(_NAME_CHARS) for _ in range(5))
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
@@ -195,7 +200,7 @@ class Registry:
             meta.pop("namespace", None)
         if not meta.get("name"):
             if meta.get("generateName"):
-                meta["name"] = meta["generateName"] + "".join(random.choice(_NAME_CHARS) for _ in range(5))
+                meta["name"] = _generate_name(meta["generateName"])
             else:
                 raise errors.Invalid(rt.kind, "", [errors.cause("metadata.name", "name or generateName is required",
                                                                "FieldValueRequired")], rt.group)
@@ -223,10 +228,16 @@ class Registry:
                                                       reset_fields=strategy.reset_fields(rt, ""))
         release = await self._allocate(rt, obj, None)
         try:
-            rev = await self.store.create(key, encode(obj), ttl=self._ttl(rt))
-        except KeyExists:
-            await release()
-            raise errors.AlreadyExists.of(rt.resource, meta["name"], rt.group) from None
+            for attempt in range(GENERATE_NAME_RETRIES):
+                try:
+                    rev = await self.store.create(key, encode(obj), ttl=self._ttl(rt))
+                    break
+                except KeyExists:
+                    # a generated name that collided is drawn again, as Kubernetes 1.32 does (RetryGenerateName)
+                    if not meta.get("generateName") or attempt == GENERATE_NAME_RETRIES - 1:
+                        raise errors.AlreadyExists.of(rt.resource, meta["name"], rt.group) from None
+                    meta["name"] = _generate_name(meta["generateName"])
+                    key = object_key(rt, namespace, meta["name"])
         except BaseException:
             await release()
             raise
@@ -275,6 +286,8 @@ class Registry:
             strategy.prepare_for_update(rt, new, old, subresource)
             if rt.definition is not None and subresource != "status":
                 defaulting.apply_defaults(rt, new)
+                if subresource == "":
+                    defaulting.prepare_for_update(rt, new, old)
             if subresource == "status":
                 validation.validate_status_update(rt, new, old)
             elif subresource != "binding":   # binding is the one way to set a pod's nodeName

@@ -63,6 +63,8 @@ class APIServer:
         self.allocator = ServiceAllocator(store, self.config.service_cidr, self.config.node_port_range)
         self.registry = Registry(store, self.cache, self.catalog, self.allocator, event_ttl=self.config.event_ttl)
         self.handlers = ResourceHandlers(self.registry, self.cache)
+        from ..api.validation import services as service_validation
+        service_validation.NODE_PORT_RANGE = self.config.node_port_range   # one range per process, as flags are
         self.discovery = Discovery(self.catalog)
         self.crds = CRDController(self.registry, self.catalog)
         self.ready = False
@@ -75,7 +77,7 @@ class APIServer:
         await self.crds.start()
         await self.bootstrap()
         app = self.app()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.bind, self.config.port, ssl_context=ssl_context,
                            backlog=1024, reuse_address=True)
@@ -84,10 +86,10 @@ class APIServer:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.crds.stop()
+        await self.cache.stop()    # ends every watch stream, so the HTTP shutdown does not wait on them
         if self._runner:
             await self._runner.cleanup()
-        await self.crds.stop()
-        await self.cache.stop()
 
     async def bootstrap(self) -> None:
         """Objects every cluster has from its first start: the default namespaces and the `kubernetes` service."""
@@ -194,8 +196,10 @@ class APIServer:
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         from ..api import openapi
-        if "protobuf" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""):
-            raise errors.NotAcceptable("only application/json is served for /openapi/v2")
+        accept = request.headers.get("Accept", "")
+        if "protobuf" in accept and "json" not in accept:
+            return web.Response(body=openapi.v2_protobuf_stub(),
+                                headers={"Content-Type": "application/octet-stream"})
         doc = openapi.v2_document(self.catalog.types, self._crd_schemas())
         return json_response(doc)
 

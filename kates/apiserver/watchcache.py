@@ -194,6 +194,9 @@ class WatchCache:
         self._task = asyncio.create_task(self._follow(rev), name="watch-cache")
 
     async def stop(self) -> None:
+        for cache in self.caches.values():
+            for w in list(cache.watchers):
+                w.close()
         if self._task:
             self._task.cancel()
             try:
@@ -215,8 +218,10 @@ class WatchCache:
     async def _follow(self, after: int) -> None:
         while True:
             try:
-                async for ev in self.store.watch("/registry/", after):
-                    self._cache_for(ev.key).apply(ev)
+                # every key, so that the revision advances with writes outside /registry/ (allocations) too
+                async for ev in self.store.watch("/", after):
+                    if ev.key.startswith("/registry/"):
+                        self._cache_for(ev.key).apply(ev)
                     after = self.revision = ev.revision
                     if self._waiters:
                         self._wake()

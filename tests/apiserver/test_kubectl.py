@@ -255,7 +255,7 @@ def test_errors_are_clear_and_change_nothing(kubectl, ns):
     dup = kubectl.run("create", "-f", "-", input=CM.format(ns=ns, tier="a", color="blue"), check=False)
     assert dup.returncode != 0 and "AlreadyExists" in dup.stderr
     strict = kubectl.run("apply", "-f", "-", check=False,
-                         input=CM.format(ns=ns, tier="a", color="green").replace("data:", "dta:"))
+                         input=CM.format(ns=ns, tier="a", color="green").replace("\ndata:", "\ndta:"))
     assert strict.returncode != 0 and 'unknown field "dta"' in strict.stderr
     bad_name = kubectl.run("apply", "-f", "-", check=False,
                            input=CM.format(ns=ns, tier="a", color="blue").replace("name: settings", "name: Not_Valid"))
@@ -342,3 +342,29 @@ spec:
     kubectl.run("delete", "crd", "gadgets.example.com", "--timeout=30s")
     gone = kubectl.run("get", "gadgets", "-n", ns, check=False)
     assert gone.returncode != 0
+
+
+def test_service_type_changes_keep_and_free_allocations(kubectl, ns):
+    kubectl.run("create", "service", "clusterip", "flip", "--tcp=80:8080", "-n", ns)
+    ip = kubectl.json("get", "svc", "flip", "-n", ns)["spec"]["clusterIP"]
+    kubectl.run("patch", "svc", "flip", "-n", ns, "-p", json.dumps({"spec": {"type": "NodePort"}}))
+    svc = kubectl.json("get", "svc", "flip", "-n", ns)
+    port = svc["spec"]["ports"][0]["nodePort"]
+    assert svc["spec"]["clusterIP"] == ip and 30000 <= port <= 32767
+    # the port is taken: nobody else gets it
+    clash = kubectl.run("create", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash", "namespace": ns},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": port}]}}))
+    assert clash.returncode != 0 and "provided port is already allocated" in clash.stderr
+    kubectl.run("patch", "svc", "flip", "-n", ns, "-p", json.dumps({"spec": {"type": "ClusterIP"}}))
+    assert "nodePort" not in kubectl.json("get", "svc", "flip", "-n", ns)["spec"]["ports"][0]
+    # freed when the service stops using it
+    kubectl.run("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash", "namespace": ns},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": port}]}}))
+    kubectl.run("patch", "svc", "flip", "-n", ns, "--type=merge", "-p", json.dumps(
+        {"spec": {"type": "ExternalName", "externalName": "example.com", "clusterIP": None, "clusterIPs": None}}))
+    assert "clusterIP" not in kubectl.json("get", "svc", "flip", "-n", ns)["spec"]
+    kubectl.run("create", "cm", "after-flip", "-n", ns)   # the server keeps serving after allocations change
+    kubectl.run("create", "service", "clusterip", "reuse", f"--clusterip={ip}", "--tcp=80:80", "-n", ns)
+    assert kubectl.json("get", "svc", "reuse", "-n", ns)["spec"]["clusterIP"] == ip
