@@ -26,6 +26,7 @@ from .watchcache import WatchCache
 log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+DIRECT_LIMIT = 1 << 20   # bytes a watch connection may have unsent before events queue instead
 
 
 def json_response(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
@@ -155,20 +156,34 @@ class ResourceHandlers:
         queue = watcher.queue
         last_rev = start_rev
         pending_initial_end = send_initial and bookmarks
+        transport = request.transport
+        plain = not accept.table and not accept.metadata_only
+
+        def direct(ev: Any) -> bool:
+            """Write a live event now, in the cache's dispatch, without waking this task (see Watcher.direct)."""
+            if transport is None or transport.is_closing() or transport.get_write_buffer_size() > DIRECT_LIMIT:
+                return False
+            data = ev.json_line()
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))   # one HTTP/1.1 chunk
+            return True
         try:
             while True:
                 if pending_initial_end and queue.empty():
                     await resp.write(bookmark(start_rev, True))
                     pending_initial_end = False
+                if plain and queue.empty() and not pending_initial_end:
+                    watcher.direct = direct
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
                     ev = await asyncio.wait_for(queue.get(), min(remaining, 60.0))
                 except asyncio.TimeoutError:
-                    if bookmarks and time.monotonic() < deadline:
+                    if bookmarks and time.monotonic() < deadline and queue.empty():
+                        watcher.direct = None   # the bookmark goes through aiohttp's writer: keep one writer at a time
                         await resp.write(bookmark(max(last_rev, self.cache.revision)))
                     continue
+                watcher.direct = None
                 chunk = []
                 while True:
                     if ev.type == "CLOSED":

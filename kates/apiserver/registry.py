@@ -106,10 +106,14 @@ class Registry:
             return
         ns_rt = self.catalog.lookup("", "v1", "namespaces")
         assert ns_rt is not None
-        await self.cache.fresh()
-        ns = self.cache.cache(storage_prefix(ns_rt)).objects.get(object_key(ns_rt, None, namespace or ""))
+        # as Kubernetes' NamespaceLifecycle admission: the cache first, a live read only when it has no answer
+        key = object_key(ns_rt, None, namespace or "")
+        ns = self.cache.cache(storage_prefix(ns_rt)).objects.get(key)
         if ns is None:
-            raise errors.NotFound.of("namespaces", namespace or "")
+            kv = await self.store.get(key)
+            if kv is None:
+                raise errors.NotFound.of("namespaces", namespace or "")
+            ns = decode(kv.value, kv.mod_revision)
         if ns.get("metadata", {}).get("deletionTimestamp") or ns.get("status", {}).get("phase") == "Terminating":
             raise errors.Forbidden(
                 f'{rt.resource} "{name}" is forbidden: unable to create new content in namespace {namespace} '

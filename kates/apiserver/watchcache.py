@@ -60,6 +60,9 @@ class Watcher:
         self.name = name
         self.match = match
         self.queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        # Set by a watch stream once its backlog is written: delivers an event straight to the connection and
+        # says whether it could; events it refuses (a full socket) wait in the queue, which keeps their order.
+        self.direct: Callable[[WatchEvent], bool] | None = None
 
     def wants(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
@@ -82,6 +85,8 @@ class Watcher:
                 return
         elif not now:
             return
+        if self.direct is not None and self.queue.empty() and self.direct(ev):
+            return
         if self.queue.qsize() >= WATCHER_BACKLOG:
             self.close()
             return
@@ -89,6 +94,7 @@ class Watcher:
 
     def close(self) -> None:
         self.cache.watchers.discard(self)
+        self.direct = None
         self.queue.put_nowait(CLOSED)
 
     async def events(self) -> AsyncIterator[WatchEvent]:
