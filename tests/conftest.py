@@ -99,10 +99,34 @@ class Kubectl:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("kates"))
+    """The API server alone: no controller writes behind the tests' backs."""
+    s = Server(tmp_path_factory.mktemp("kates"), extra=["--disable-controllers", "--disable-scheduler"])
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A whole control plane (controllers, scheduler) with three hollow nodes."""
+    s = Server(tmp_path_factory.mktemp("cluster"), extra=["--hollow-nodes", "3"])
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_kubectl(cluster: Server) -> Kubectl:
+    return Kubectl(cluster.kubeconfig)
+
+
+@pytest.fixture
+def cluster_ns(cluster_kubectl: Kubectl) -> Iterator[str]:
+    import uuid
+    name = "c-" + uuid.uuid4().hex[:8]
+    cluster_kubectl.run("create", "namespace", name)
+    yield name
+    cluster_kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--event-ttl", type=float, default=3600.0, help="seconds events are kept (default 1 h)")
     s.add_argument("--watch-cache-size", type=int, default=10_000,
                    help="events kept per resource for watches resuming from a resourceVersion")
+    s.add_argument("--disable-controllers", action="store_true", help="do not start the controller manager")
+    s.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler")
+    s.add_argument("--controllers", default="", help="comma-separated controllers to run (default: all)")
+    s.add_argument("--hollow-nodes", type=int, default=0, help="also run N hollow (fake-runtime) nodes")
+    s.add_argument("--node-monitor-grace-period", type=float, default=15.0,
+                   help="seconds without a Lease renewal before a node is NotReady")
     s.add_argument("-v", "--verbose", action="store_true")
+    cm = sub.add_parser("controller-manager", help="run the controllers against an API server")
+    cm.add_argument("--kubeconfig", required=True)
+    cm.add_argument("--controllers", default="", help="comma-separated controllers to run (default: all)")
+    cm.add_argument("--node-monitor-grace-period", type=float, default=15.0)
+    cm.add_argument("-v", "--verbose", action="store_true")
+    sc = sub.add_parser("scheduler", help="run the scheduler against an API server")
+    sc.add_argument("--kubeconfig", required=True)
+    sc.add_argument("-v", "--verbose", action="store_true")
+    hn = sub.add_parser("hollow-nodes", help="register N nodes whose pods run on a fake runtime (like kwok)")
+    hn.add_argument("--kubeconfig", required=True)
+    hn.add_argument("--count", type=int, default=1)
+    hn.add_argument("--prefix", default="hollow-")
+    hn.add_argument("-v", "--verbose", action="store_true")
     k = sub.add_parser("kubectl", help="run kubectl with this cluster's admin kubeconfig", add_help=False)
     k.add_argument("--data-dir", type=Path, default=None)
     k.add_argument("args", nargs=argparse.REMAINDER)
@@ -45,7 +64,28 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "server":
         return run_server(args)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format=f"%(asctime)s %(levelname)s {args.command} %(name)s: %(message)s")
+    _install_uvloop()
+    if args.command == "controller-manager":
+        from ..controllers import manager
+        names = [n for n in args.controllers.split(",") if n] or None
+        return manager.main(args.kubeconfig, names, node_monitor_grace_period=args.node_monitor_grace_period)
+    if args.command == "scheduler":
+        from ..scheduler import main as scheduler
+        return scheduler.main(args.kubeconfig)
+    if args.command == "hollow-nodes":
+        from ..kubelet import hollow
+        return hollow.main(args.kubeconfig, args.count, args.prefix)
     return 2
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
 
 
 def run_kubectl(argv: list[str]) -> int:
@@ -64,15 +104,27 @@ def run_kubectl(argv: list[str]) -> int:
 def run_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
+    _install_uvloop()
     try:
         return asyncio.run(_serve(args))
     except KeyboardInterrupt:
         return 0
+
+
+def _children(args: argparse.Namespace, kubeconfig: Path) -> list["Child"]:
+    from .supervisor import Child
+    common = ["--kubeconfig", str(kubeconfig)] + (["-v"] if args.verbose else [])
+    children = []
+    if not args.disable_controllers:
+        extra = ["--controllers", args.controllers] if args.controllers else []
+        children.append(Child("controller-manager", ["controller-manager", *common, *extra,
+                                                     "--node-monitor-grace-period",
+                                                     str(args.node_monitor_grace_period)]))
+    if not args.disable_scheduler:
+        children.append(Child("scheduler", ["scheduler", *common]))
+    if args.hollow_nodes:
+        children.append(Child("hollow-nodes", ["hollow-nodes", *common, "--count", str(args.hollow_nodes)]))
+    return children
 
 
 def tune_gc() -> None:
@@ -120,6 +172,9 @@ async def _serve(args: argparse.Namespace) -> int:
     await asyncio.to_thread(pki.write_kubeconfig, kubeconfig, f"https://{host}:{args.port}")
     tune_gc()
     logging.getLogger("kates").info("serving in %.2fs with store %s", time.monotonic() - started, store_url)
+    children = _children(args, kubeconfig)
+    for child in children:
+        child.start()
     print(f"kates is ready: KUBECONFIG={kubeconfig}", flush=True)
 
     stop = asyncio.Event()
@@ -128,6 +183,7 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logging.getLogger("kates").info("stopping")
+    await asyncio.gather(*(c.stop() for c in children))
     await server.stop()
     await store.close()
     return 0
