@@ -12,6 +12,7 @@ from typing import Any
 
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory
+from ..client.leaderelection import LeaderElector
 from ..client.rest import Client
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,15 @@ async def run(client: Client, names: list[str] | None = None, options: Controlle
         await informers.stop()
 
 
-def main(kubeconfig: str, names: list[str] | None = None, **options: Any) -> int:
+def main(kubeconfig: str, names: list[str] | None = None, leader_elect: bool = True, **options: Any) -> int:
     async def go() -> None:
         client = Client.from_kubeconfig(kubeconfig, user_agent="kates-controller-manager")
         try:
-            await run(client, names, ControllerOptions(**options))
+            work = lambda: run(client, names, ControllerOptions(**options))
+            if leader_elect:
+                await LeaderElector(client, "kube-controller-manager").run(work)
+            else:
+                await work()
         finally:
             await client.close()
     try:

@@ -136,3 +136,42 @@ async def test_event_recorder_aggregates_repeats(client, space):
         await asyncio.sleep(0.05)
     await rec.close()
     assert len(found) == 1 and found[0]["count"] == 3 and found[0]["source"]["component"] == "tester"
+
+
+async def test_leader_election_has_one_leader_and_fails_over(client, server):
+    from kates.client.leaderelection import LeaderElector
+    name = "lock-" + uuid.uuid4().hex[:6]
+    clock = [1000.0]
+    a = LeaderElector(client, name, identity="a", lease_duration=10, clock=lambda: clock[0])
+    b = LeaderElector(client, name, identity="b", lease_duration=10, clock=lambda: clock[0])
+    assert await a.try_acquire_or_renew() is True
+    assert await b.try_acquire_or_renew() is False, "the lease is held and fresh"
+    clock[0] += 5
+    assert await a.try_acquire_or_renew() is True, "the holder renews"
+    assert await b.try_acquire_or_renew() is False
+    clock[0] += 11                       # a stopped renewing: the lease expires
+    assert await b.try_acquire_or_renew() is True
+    lease = await client.get(resource("leases.coordination.k8s.io"), name, "kube-system")
+    assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
+    assert await a.try_acquire_or_renew() is False
+
+
+async def test_leader_runs_work_only_while_leading(client):
+    from kates.client.leaderelection import LeaderElector
+    name = "lock-" + uuid.uuid4().hex[:6]
+    started = asyncio.Event()
+
+    async def work():
+        started.set()
+        await asyncio.sleep(3600)
+    first = LeaderElector(client, name, identity="first", retry_period=0.05)
+    second = LeaderElector(client, name, identity="second", retry_period=0.05)
+    t1 = asyncio.create_task(first.run(work))
+    await asyncio.wait_for(started.wait(), 5)
+    started.clear()
+    t2 = asyncio.create_task(second.run(work))
+    await asyncio.sleep(0.3)
+    assert first.is_leader and not second.is_leader and not started.is_set()
+    t1.cancel()
+    t2.cancel()
+    await asyncio.gather(t1, t2, return_exceptions=True)

@@ -1,0 +1,117 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection package does.
+
+Several controller managers (or schedulers) may run against one cluster for availability; only the holder of the
+Lease acts. The holder renews it every `retry_period`; the others take it over once it has not been renewed for
+`lease_duration`. Every write is a compare-and-swap on the Lease's resourceVersion, so two candidates can never
+both believe they won: the API server's optimistic concurrency is the lock.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import socket
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+from ..api import errors
+from .rest import Client, resource
+
+log = logging.getLogger(__name__)
+
+LEASES = resource("leases.coordination.k8s.io")
+
+
+def _micro(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(ts: str | None) -> float:
+    if not ts:
+        return 0.0
+    ts = ts.rstrip("Z")
+    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in ts else "%Y-%m-%dT%H:%M:%S"
+    return datetime.datetime.strptime(ts, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+class LeaderElector:
+    def __init__(self, client: Client, name: str, namespace: str = "kube-system", identity: str | None = None,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.name = name
+        self.namespace = namespace
+        self.identity = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
+        self.lease_duration = lease_duration
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.clock = clock
+        self.is_leader = False
+
+    async def try_acquire_or_renew(self) -> bool:
+        now = self.clock()
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
+                "renewTime": _micro(now)}
+        try:
+            lease = await self.client.get(LEASES, self.name, self.namespace)
+        except errors.NotFound:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0}}
+            try:
+                await self.client.create(LEASES, body, self.namespace)
+                return True
+            except errors.AlreadyExists:
+                return False
+        current = lease.get("spec") or {}
+        holder = current.get("holderIdentity")
+        expired = _parse(current.get("renewTime")) + float(current.get("leaseDurationSeconds") or
+                                                           self.lease_duration) < now
+        if holder and holder != self.identity and not expired:
+            return False
+        new_spec = dict(current, **spec)
+        if holder != self.identity:
+            new_spec["acquireTime"] = _micro(now)
+            new_spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
+        lease["spec"] = new_spec
+        try:
+            await self.client.update(LEASES, lease)   # carries the resourceVersion read: CAS
+            return True
+        except errors.Conflict:
+            return False
+
+    async def run(self, lead: Callable[[], Awaitable[Any]]) -> None:
+        """Wait to become leader, run `lead()` while renewing; if renewal fails for renew_deadline, stop leading."""
+        while True:
+            try:
+                if await self.try_acquire_or_renew():
+                    break
+            except errors.APIError as e:
+                log.debug("leader election %s: %s", self.name, e)
+            await asyncio.sleep(self.retry_period)
+        self.is_leader = True
+        log.info("%s is the leader of %s", self.identity, self.name)
+        work = asyncio.create_task(lead(), name=f"leader-{self.name}")
+        try:
+            last_renew = self.clock()
+            while not work.done():
+                done, _ = await asyncio.wait({work}, timeout=self.retry_period)
+                if done:
+                    break
+                try:
+                    if await self.try_acquire_or_renew():
+                        last_renew = self.clock()
+                except errors.APIError as e:
+                    log.debug("renewing %s failed: %s", self.name, e)
+                if self.clock() - last_renew > self.renew_deadline:
+                    log.error("lost the lease %s; stopping", self.name)
+                    break
+        finally:
+            self.is_leader = False
+            if not work.done():
+                work.cancel()
+            try:
+                await work
+            except asyncio.CancelledError:
+                pass
