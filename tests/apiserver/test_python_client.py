@@ -212,3 +212,35 @@ def test_pod_binding_and_graceful_delete(core, namespace):
     core.delete_namespaced_pod("p", namespace, grace_period_seconds=0)
     with pytest.raises(ApiException):
         core.read_namespaced_pod("p", namespace)
+
+
+def test_delete_collection_by_label(core, namespace):
+    for name, team in [("a", "x"), ("b", "x"), ("c", "y")]:
+        core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name, labels={"team": team})))
+    core.delete_collection_namespaced_config_map(namespace, label_selector="team=x")
+    left = [i.metadata.name for i in core.list_namespaced_config_map(namespace).items]
+    assert left == ["c"]
+
+
+def test_events_expire_after_their_ttl(tmp_path):
+    import time
+    from conftest import Server
+    from kubernetes import config
+    short = Server(tmp_path / "data", extra=["--event-ttl", "1", "--disable-controllers", "--disable-scheduler"])
+    short.start()
+    try:
+        core = client.CoreV1Api(config.new_client_from_config(str(short.kubeconfig)))
+        core.create_namespaced_event("default", client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name="e1"), involved_object=client.V1ObjectReference(
+                kind="Pod", name="p", namespace="default"), reason="Tested", message="hello", type="Normal"))
+        found = core.list_namespaced_event("default", field_selector="involvedObject.name=p,reason=Tested").items
+        assert [e.metadata.name for e in found] == ["e1"]
+        core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="stays")))
+        deadline = time.monotonic() + 10
+        while core.list_namespaced_event("default").items and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert core.list_namespaced_event("default").items == [], "events go after their TTL"
+        assert core.read_namespaced_config_map("stays", "default").metadata.name == "stays"
+    finally:
+        short.stop()
