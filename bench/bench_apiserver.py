@@ -33,15 +33,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, extra: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
+        self.extra = extra or []
 
     def start(self) -> float:
         t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "kates.cli.main", "server", "--data-dir",
-                                      str(self.data_dir), "--port", str(self.port)], cwd=ROOT,
+                                      str(self.data_dir), "--port", str(self.port), *self.extra], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -179,7 +180,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="kates-bench-"))
-    server = Server(tmp)
+    server = Server(tmp, ["--disable-controllers", "--disable-scheduler"])
     ready = server.start()
     print(f"start to ready: {ready:.2f} s")
     time.sleep(2)
