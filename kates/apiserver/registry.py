@@ -21,7 +21,7 @@ from ..api import defaulting, errors, managedfields, validation
 from ..api.resources import ResourceType, object_key, storage_prefix
 from ..api.selectors import FieldSelector, LabelSelector, matcher
 from ..store.interface import KeyExists, KeyNotFound, RevisionMismatch, Store
-from . import strategy
+from . import quota, strategy
 from .allocators import ServiceAllocator
 from .catalog import Catalog
 from .watchcache import WatchCache, decode
@@ -86,6 +86,7 @@ class Registry:
         self.clock = clock
         self.event_ttl = event_ttl
         self.on_write: list[Callable[[ResourceType, dict[str, Any] | None, dict[str, Any] | None], Any]] = []
+        self.last_quota_revision = 0   # quota admission waits for the watch cache to hold this
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def schema_of(self, rt: ResourceType) -> dict[str, Any] | None:
@@ -219,6 +220,7 @@ class Registry:
             defaulting.prepare_for_create(rt, obj)
         validation.validate_create(rt, obj)
         await self._check_namespace(rt, namespace, meta["name"])
+        await quota.admit(self, rt, obj)
         key = object_key(rt, namespace, meta["name"])
         if dry_run:
             if await self.store.get(key) is not None:
@@ -418,8 +420,10 @@ class Registry:
         return new
 
     async def _remove(self, rt: ResourceType, key: str, obj: dict[str, Any], rev: int) -> None:
-        await self.store.delete(key, rev)
+        deleted_at = await self.store.delete(key, rev)
         await self._release_unused(rt, None, obj)
+        if rt.group == "" and rt.resource == "resourcequotas":
+            self.last_quota_revision = max(self.last_quota_revision, deleted_at)
         self._notify(rt, obj, None)
 
     # -- side effects ----------------------------------------------------------------------------------------
@@ -439,6 +443,9 @@ class Registry:
             await release_unused(self.allocator, new, old)
 
     def _notify(self, rt: ResourceType, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if rt.group == "" and rt.resource == "resourcequotas":
+            self.last_quota_revision = max(self.last_quota_revision, int(
+                (new or old or {}).get("metadata", {}).get("resourceVersion") or 0))
         for hook in self.on_write:
             try:
                 hook(rt, old, new)
