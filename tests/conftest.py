@@ -42,8 +42,8 @@ class Server:
             args += ["--store", self.store]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(self.log, "a"), text=True,
-                                     cwd=ROOT)
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -255,8 +255,8 @@ class ResourceHandlers:
                 if not finalizers:
                     live["spec"].pop("finalizers")
                 return live
-            updated = await self.registry.update(rt, t.namespace, t.name, mutate, dry_run=rq.dry_run(request),
-                                                 manager=rq.field_manager(request))
+            updated = await self.registry.update(rt, t.namespace, t.name, mutate, subresource="finalize",
+                                                 dry_run=rq.dry_run(request), manager=rq.field_manager(request))
         else:
             updated = await self.registry.update(rt, t.namespace, t.name, lambda live: obj,
                                                  subresource=t.subresource, dry_run=rq.dry_run(request),

@@ -389,6 +389,8 @@ class Registry:
                 await self._remove(rt, key, obj, rev)
             except RevisionMismatch:
                 continue
+            except KeyNotFound:   # a concurrent delete won the race
+                raise errors.NotFound.of(rt.resource, name, rt.group) from None
             return obj
         raise errors.Conflict(f"too many concurrent updates to {rt.qualified} \"{name}\"; try again")
 

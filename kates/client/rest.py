@@ -55,10 +55,12 @@ def split_key(key: str) -> tuple[str | None, str]:
 class Connection:
     """Where the API server is and how to authenticate: from a kubeconfig file."""
 
-    def __init__(self, server: str, ssl_context: ssl.SSLContext, token: str | None = None) -> None:
+    def __init__(self, server: str, ssl_context: ssl.SSLContext, token: str | None = None,
+                 ca_data: str | None = None) -> None:
         self.server = server.rstrip("/")
         self.ssl_context = ssl_context
         self.token = token
+        self.ca_data = ca_data   # the cluster CA (PEM) the kubeconfig trusts, e.g. for kube-root-ca.crt
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str], context: str | None = None) -> "Connection":
@@ -68,10 +70,13 @@ class Connection:
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
         sslctx = ssl.create_default_context()
+        ca_data = None
         if "certificate-authority-data" in cluster:
-            sslctx.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+            ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
         elif "certificate-authority" in cluster:
-            sslctx.load_verify_locations(cluster["certificate-authority"])
+            ca_data = Path(cluster["certificate-authority"]).read_text()
+        if ca_data:
+            sslctx.load_verify_locations(cadata=ca_data)
         if cluster.get("insecure-skip-tls-verify"):
             sslctx.check_hostname = False
             sslctx.verify_mode = ssl.CERT_NONE
@@ -83,7 +88,7 @@ class Connection:
                 sslctx.load_cert_chain(cert, key)
         elif "client-certificate" in user:
             sslctx.load_cert_chain(user["client-certificate"], user["client-key"])
-        return cls(cluster["server"], sslctx, user.get("token"))
+        return cls(cluster["server"], sslctx, user.get("token"), ca_data)
 
 
 class Client:
@@ -107,7 +112,8 @@ class Client:
             if self.connection.token:
                 headers["Authorization"] = f"Bearer {self.connection.token}"
             self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(ssl=self.connection.ssl_context, limit=64),
+                # no pool limit: every informer's watch holds a connection for as long as it runs
+                headers=headers, connector=aiohttp.TCPConnector(ssl=self.connection.ssl_context, limit=0),
                 json_serialize=lambda o: orjson.dumps(o).decode())
         return self._session
 
@@ -129,7 +135,7 @@ class Client:
         return base
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-                      content_type: str = "application/json") -> Any:
+                      content_type: str = "application/json", accept: str | None = None) -> Any:
         url = self.connection.server + path
         if params:
             url += "?" + urlencode({k: v for k, v in params.items() if v is not None and v != ""})
@@ -138,6 +144,8 @@ class Client:
         if body is not None:
             data = body if isinstance(body, bytes) else orjson.dumps(body)
             headers["Content-Type"] = content_type
+        if accept:
+            headers["Accept"] = accept
         try:
             async with self.session().request(method, url, data=data, headers=headers,
                                               timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
