@@ -42,6 +42,15 @@ def status_response(err: errors.APIError) -> web.Response:
     return web.Response(body=orjson.dumps(err.status()), status=err.code, headers=JSON_HEADERS)
 
 
+def unpinned(live: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A patch result that still carries the live resourceVersion did not ask for one: drop it, so the registry
+    retries a lost race instead of answering 409 (Kubernetes retries such patches too)."""
+    meta = new.get("metadata")
+    if isinstance(meta, dict) and meta.get("resourceVersion") == live.get("metadata", {}).get("resourceVersion"):
+        meta.pop("resourceVersion", None)
+    return new
+
+
 def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata", {})}
 
@@ -254,6 +263,7 @@ class ResourceHandlers:
                 live.setdefault("spec", {})["finalizers"] = finalizers
                 if not finalizers:
                     live["spec"].pop("finalizers")
+                live["metadata"].pop("resourceVersion", None)
                 return live
             updated = await self.registry.update(rt, t.namespace, t.name, mutate, subresource="finalize",
                                                  dry_run=rq.dry_run(request), manager=rq.field_manager(request))
@@ -277,7 +287,8 @@ class ResourceHandlers:
         info = self.registry.catalog.custom(rt)
         schema = info.schema if info else None
         if t.subresource == "scale":
-            return await self._write_scale(request, t, lambda scale: self._patched(rt, scale, body, ctype, None))
+            return await self._write_scale(
+                request, t, lambda scale: unpinned(scale, self._patched(rt, scale, body, ctype, None)))
         if ctype == rq.APPLY_PATCH:
             return await self._apply(request, t, body, manager, dry, mode)
         if ctype == rq.STRATEGIC_PATCH and rt.definition is None:
@@ -287,7 +298,7 @@ class ResourceHandlers:
         warnings: list[str] = []
 
         def mutate(live: dict[str, Any]) -> dict[str, Any]:
-            new = self._patched(rt, live, body, ctype, rt.definition)
+            new = unpinned(live, self._patched(rt, live, body, ctype, rt.definition))
             warnings[:] = fieldvalidation.validate_against_schema(
                 new, definition=rt.definition, schema=schema, strict=mode == "Strict", kind=rt.kind, name=t.name or "",
                 group=rt.group) if mode != "Ignore" or rt.definition is None else []
@@ -333,10 +344,11 @@ class ResourceHandlers:
         stamp = now_rfc3339(self.registry.clock)
 
         def ssa(live: dict[str, Any] | None) -> dict[str, Any]:
-            return managedfields.server_side_apply(live, deep_copy(applied), manager=manager, force=force,
+            merged = managedfields.server_side_apply(live, deep_copy(applied), manager=manager, force=force,
                                                    definition=rt.definition, schema=schema, now=stamp,
                                                    subresource=t.subresource,
                                                    reset_fields=strategy.reset_fields(rt, t.subresource))
+            return unpinned(live, merged) if live is not None else merged
         updated = await self.registry.update(
             rt, t.namespace, t.name, ssa, subresource=t.subresource, dry_run=dry, manager=manager,
             operation="Apply", create=lambda: ssa(None), managed=lambda old, new: new)
@@ -379,7 +391,9 @@ class ResourceHandlers:
             rv = (scale.get("metadata") or {}).get("resourceVersion")
             live.setdefault("spec", {})["replicas"] = replicas
             if rv:
-                live["metadata"]["resourceVersion"] = rv
+                live["metadata"]["resourceVersion"] = rv      # the caller pinned it: a lost race is a 409
+            else:
+                live["metadata"].pop("resourceVersion", None)
             return live
         updated = await self.registry.update(rt, t.namespace, t.name, mutate, dry_run=rq.dry_run(request),
                                              manager=rq.field_manager(request))
@@ -408,6 +422,7 @@ class ResourceHandlers:
             conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                "lastTransitionTime": stamp})
             pod["status"]["conditions"] = conditions
+            pod["metadata"].pop("resourceVersion", None)
             return pod
 
         def bypass_status(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -37,11 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hollow-nodes", type=int, default=0, help="also run N hollow (fake-runtime) nodes")
     s.add_argument("--node-monitor-grace-period", type=float, default=15.0,
                    help="seconds without a Lease renewal before a node is NotReady")
+    s.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
+                   help="terminated pods kept before the pod GC deletes the oldest (<= 0: never)")
+    s.add_argument("--default-toleration-seconds", type=int, default=15,
+                   help="tolerationSeconds of the not-ready/unreachable tolerations added to pods "
+                        "(Kubernetes: 300)")
     s.add_argument("-v", "--verbose", action="store_true")
     cm = sub.add_parser("controller-manager", help="run the controllers against an API server")
     cm.add_argument("--kubeconfig", required=True)
     cm.add_argument("--controllers", default="", help="comma-separated controllers to run (default: all)")
     cm.add_argument("--node-monitor-grace-period", type=float, default=15.0)
+    cm.add_argument("--terminated-pod-gc-threshold", type=int, default=12500)
     cm.add_argument("-v", "--verbose", action="store_true")
     sc = sub.add_parser("scheduler", help="run the scheduler against an API server")
     sc.add_argument("--kubeconfig", required=True)
@@ -70,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "controller-manager":
         from ..controllers import manager
         names = [n for n in args.controllers.split(",") if n] or None
-        return manager.main(args.kubeconfig, names, node_monitor_grace_period=args.node_monitor_grace_period)
+        return manager.main(args.kubeconfig, names, node_monitor_grace_period=args.node_monitor_grace_period,
+                            terminated_pod_gc_threshold=args.terminated_pod_gc_threshold)
     if args.command == "scheduler":
         from ..scheduler import main as scheduler
         return scheduler.main(args.kubeconfig)
@@ -119,7 +126,9 @@ def _children(args: argparse.Namespace, kubeconfig: Path) -> list["Child"]:
         extra = ["--controllers", args.controllers] if args.controllers else []
         children.append(Child("controller-manager", ["controller-manager", *common, *extra,
                                                      "--node-monitor-grace-period",
-                                                     str(args.node_monitor_grace_period)]))
+                                                     str(args.node_monitor_grace_period),
+                                                     "--terminated-pod-gc-threshold",
+                                                     str(args.terminated_pod_gc_threshold)]))
     if not args.disable_scheduler:
         children.append(Child("scheduler", ["scheduler", *common]))
     if args.hollow_nodes:
@@ -154,7 +163,8 @@ async def _serve(args: argparse.Namespace) -> int:
     lo, _, hi = args.node_port_range.partition("-")
     config = ServerConfig(bind=args.bind, port=args.port, service_cidr=args.service_cidr,
                           node_port_range=(int(lo), int(hi)), event_ttl=args.event_ttl,
-                          watch_cache_size=args.watch_cache_size)
+                          watch_cache_size=args.watch_cache_size,
+                          default_toleration_seconds=args.default_toleration_seconds)
     pki = PKI(data_dir)
     await asyncio.to_thread(pki.ensure, default_hosts(args.bind))
     await store.start()
@@ -165,6 +175,7 @@ async def _serve(args: argparse.Namespace) -> int:
         await server.start(pki.server_context())
     except OSError as e:
         print(f"kates: cannot listen on {args.bind}:{args.port}: {e.strerror}", file=sys.stderr)
+        await server.stop()
         await store.close()
         return 1
     host = "127.0.0.1" if args.bind in ("0.0.0.0", "::", "") else args.bind

@@ -65,3 +65,10 @@ def test_kates_kubectl_uses_the_admin_kubeconfig(server, tmp_path):
                          env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "namespace/default"
+
+
+def test_port_in_use_is_a_clear_error_and_exits(server, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kates.cli.main", "server", "--data-dir", str(tmp_path),
+                           "--port", str(server.port), "--disable-controllers", "--disable-scheduler"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{server.port}" in proc.stderr

@@ -244,3 +244,15 @@ def test_events_expire_after_their_ttl(tmp_path):
         assert core.read_namespaced_config_map("stays", "default").metadata.name == "stays"
     finally:
         short.stop()
+
+
+def test_concurrent_patches_all_land(core, namespace):
+    """Patches that do not pin a resourceVersion are retried on a lost race, never answered with 409."""
+    from concurrent.futures import ThreadPoolExecutor
+    core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="busy")))
+
+    def bump(i):
+        core.patch_namespaced_config_map("busy", namespace, {"data": {f"k{i}": str(i)}})
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(bump, range(40)))
+    assert len(core.read_namespaced_config_map("busy", namespace).data) == 40
