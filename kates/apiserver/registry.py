@@ -7,6 +7,7 @@ dry runs that persist nothing. Store errors become API errors here and nowhere e
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -29,7 +30,7 @@ from .watchcache import WatchCache, decode
 log = logging.getLogger(__name__)
 
 EVENT_TTL = 3600.0
-MAX_RETRIES = 16
+MAX_RETRIES = 64   # compare-and-swap attempts of one write racing others on the same object
 GENERATE_NAME_RETRIES = 8
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -264,7 +265,9 @@ class Registry:
         supplies the object to create when none exists. `managed` replaces the default managedFields bookkeeping.
         """
         key = object_key(rt, namespace, name)
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
+            if attempt >= 4:   # heavy contention on one object: spread the retries out a little
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
             kv = await self.store.get(key)
             if kv is None:
                 if create is None:

@@ -108,7 +108,8 @@ def test_too_old_resource_version_is_410(tmp_path):
     """A watch from before the watch cache's history gets 410 Expired; the client raises it as ApiException."""
     from conftest import Server
     from kubernetes import config
-    small = Server(tmp_path / "data", extra=["--watch-cache-size", "5"])
+    small = Server(tmp_path / "data", extra=["--watch-cache-size", "5", "--disable-controllers",
+                                             "--disable-scheduler"])
     small.start()
     try:
         core = client.CoreV1Api(config.new_client_from_config(str(small.kubeconfig)))
