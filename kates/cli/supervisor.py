@@ -12,6 +12,18 @@ import time
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the server dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
 
 class Child:
     def __init__(self, name: str, args: list[str]) -> None:
@@ -28,7 +40,8 @@ class Child:
         backoff = 0.5
         while not self._stopping:
             started = time.monotonic()
-            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kates.cli.main", *self.args)
+            self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "kates.cli.main", *self.args,
+                                                             preexec_fn=_die_with_parent)
             code = await self.proc.wait()
             if self._stopping:
                 return

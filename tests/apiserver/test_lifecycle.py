@@ -42,7 +42,9 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     for i in range(15):
         kubectl.run("create", "configmap", f"k{i}", "-n", "default")
         made.append(f"configmap/k{i}")
+    children = _children_of(server.proc.pid)
     server.stop(signal.SIGKILL)
+    _wait_gone(children)     # the controller manager and scheduler die with the server, even on kill -9
     server.start()
     try:
         names = kubectl.run("get", "cm", "-n", "default", "-o", "name").stdout.split()
@@ -72,3 +74,28 @@ def test_port_in_use_is_a_clear_error_and_exits(server, tmp_path):
                            "--port", str(server.port), "--disable-controllers", "--disable-scheduler"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{server.port}" in proc.stderr
+
+
+def _children_of(pid: int) -> list[int]:
+    from pathlib import Path
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(proc.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _wait_gone(pids: list[int], timeout: float = 15) -> None:
+    import os
+    import time
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
+                 open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        time.sleep(0.1)
+    assert not alive, f"child processes outlived the server: {alive}"
