@@ -44,6 +44,7 @@ class ServerConfig:
     node_port_range: tuple[int, int] = (30000, 32767)
     event_ttl: float = 3600.0
     watch_cache_size: int = 10_000
+    default_toleration_seconds: int = 300
 
 
 def version_info() -> dict[str, str]:
@@ -65,6 +66,8 @@ class APIServer:
         self.handlers = ResourceHandlers(self.registry, self.cache)
         from ..api.validation import services as service_validation
         service_validation.NODE_PORT_RANGE = self.config.node_port_range   # one range per process, as flags are
+        from ..api.defaulting import pods as pod_defaulting
+        pod_defaulting.DEFAULT_TOLERATION_SECONDS = self.config.default_toleration_seconds
         self.discovery = Discovery(self.catalog)
         self.crds = CRDController(self.registry, self.catalog)
         self.ready = False

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--disable-scheduler", action="store_true", help="do not start the scheduler")
     s.add_argument("--controllers", default="", help="comma-separated controllers to run (default: all)")
     s.add_argument("--hollow-nodes", type=int, default=0, help="also run N hollow (fake-runtime) nodes")
+    s.add_argument("--scheduler-profile", default=None, help="default, or bin-packing (MostAllocated)")
+    s.add_argument("--scheduler-config", default=None, help="a KubeSchedulerConfiguration file for the scheduler")
     s.add_argument("--node-monitor-grace-period", type=float, default=15.0,
                    help="seconds without a Lease renewal before a node is NotReady")
     s.add_argument("--terminated-pod-gc-threshold", type=int, default=12500,
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("-v", "--verbose", action="store_true")
     sc = sub.add_parser("scheduler", help="run the scheduler against an API server")
     sc.add_argument("--kubeconfig", required=True)
+    sc.add_argument("--profile", default=None, help="scheduling profile: default, or bin-packing (MostAllocated)")
+    sc.add_argument("--config", default=None, help="a KubeSchedulerConfiguration file")
     sc.add_argument("-v", "--verbose", action="store_true")
     hn = sub.add_parser("hollow-nodes", help="register N nodes whose pods run on a fake runtime (like kwok)")
     hn.add_argument("--kubeconfig", required=True)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                             terminated_pod_gc_threshold=args.terminated_pod_gc_threshold)
     if args.command == "scheduler":
         from ..scheduler import main as scheduler
-        return scheduler.main(args.kubeconfig)
+        return scheduler.main(args.kubeconfig, profile=args.profile, config=args.config)
     if args.command == "hollow-nodes":
         from ..kubelet import hollow
         return hollow.main(args.kubeconfig, args.count, args.prefix)
@@ -130,7 +134,9 @@ def _children(args: argparse.Namespace, kubeconfig: Path) -> list["Child"]:
                                                      "--terminated-pod-gc-threshold",
                                                      str(args.terminated_pod_gc_threshold)]))
     if not args.disable_scheduler:
-        children.append(Child("scheduler", ["scheduler", *common]))
+        extra = (["--profile", args.scheduler_profile] if args.scheduler_profile else []) + \
+            (["--config", args.scheduler_config] if args.scheduler_config else [])
+        children.append(Child("scheduler", ["scheduler", *common, *extra]))
     if args.hollow_nodes:
         children.append(Child("hollow-nodes", ["hollow-nodes", *common, "--count", str(args.hollow_nodes)]))
     return children

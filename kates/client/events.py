@@ -26,10 +26,11 @@ def _micro_now() -> str:
 
 
 class EventRecorder:
-    def __init__(self, client: Any, component: str, host: str = "") -> None:
+    def __init__(self, client: Any, component: str, host: str = "", max_queued: int = 10_000) -> None:
         self.client = client
         self.component = component
         self.host = host
+        self.max_queued = max_queued   # events waiting to be written beyond this are dropped (client-go does too)
         self._queue: asyncio.Queue[tuple[dict[str, Any], str, str, str]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._seen: dict[tuple[str, str, str, str], tuple[str, int]] = {}   # → (event name, count)
@@ -37,7 +38,7 @@ class EventRecorder:
     def event(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
         """Record `reason` (UpperCamelCase) about `obj`; type is "Normal" or "Warning"."""
         if self._queue is None:
-            self._queue = asyncio.Queue(maxsize=10_000)
+            self._queue = asyncio.Queue(maxsize=self.max_queued)
             self._task = asyncio.create_task(self._drain(), name=f"events-{self.component}")
         try:
             self._queue.put_nowait((obj, type, reason, message))

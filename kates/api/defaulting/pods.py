@@ -16,6 +16,8 @@ from typing import Any
 from kates.api.validation import quantity
 from kates.api.validation.containers import VOLUME_SOURCES
 
+# DefaultTolerationSeconds: how long pods stay on a not-ready/unreachable node before eviction. Kubernetes' 300;
+# `kates server --default-toleration-seconds` sets this once per process, as NODE_PORT_RANGE is set.
 DEFAULT_TOLERATION_SECONDS = 300
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
