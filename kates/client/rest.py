@@ -163,10 +163,10 @@ class Client:
 
     async def list(self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = "",
                    field_selector: str = "", limit: int = 0, continue_token: str = "",
-                   resource_version: str = "") -> dict[str, Any]:
+                   resource_version: str = "", accept: str | None = None) -> dict[str, Any]:
         return await self.request("GET", self.path(rt, namespace), params={
             "labelSelector": label_selector, "fieldSelector": field_selector, "limit": limit or None,
-            "continue": continue_token, "resourceVersion": resource_version})
+            "continue": continue_token, "resourceVersion": resource_version}, accept=accept)
 
     async def create(self, rt: ResourceType, obj: dict[str, Any], namespace: str | None = None,
                      subresource: str = "", name: str | None = None) -> dict[str, Any]:
@@ -204,16 +204,19 @@ class Client:
 
     async def watch(self, rt: ResourceType, namespace: str | None = None, *, resource_version: str = "",
                     label_selector: str = "", field_selector: str = "", timeout_seconds: int = 300,
-                    bookmarks: bool = True) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(type, object) pairs: ADDED, MODIFIED, DELETED, BOOKMARK. An ERROR event raises its error (410 Expired)."""
+                    bookmarks: bool = True, accept: str | None = None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) pairs: ADDED, MODIFIED, DELETED, BOOKMARK. An ERROR event raises its error (410 Expired).
+
+        `accept` asks for another representation of the objects, e.g. PartialObjectMetadata."""
         params = {"watch": "true", "resourceVersion": resource_version, "labelSelector": label_selector,
                   "fieldSelector": field_selector, "timeoutSeconds": timeout_seconds,
                   "allowWatchBookmarks": "true" if bookmarks else None}
         url = self.connection.server + self.path(rt, namespace) + "?" + urlencode(
             {k: v for k, v in params.items() if v not in (None, "")})
         try:
-            async with self.session().get(url, timeout=aiohttp.ClientTimeout(
-                    total=None, sock_read=timeout_seconds + 30)) as resp:
+            async with self.session().get(url, headers={"Accept": accept} if accept else None,
+                                          timeout=aiohttp.ClientTimeout(total=None,
+                                                                        sock_read=timeout_seconds + 30)) as resp:
                 if resp.status >= 400:
                     raise _error(resp.status, await resp.read())
                 async for line in resp.content:

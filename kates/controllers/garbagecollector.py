@@ -24,10 +24,7 @@ import collections
 import dataclasses
 import logging
 from typing import Any, AsyncIterator, Iterable
-from urllib.parse import urlencode
 
-import aiohttp
-import orjson
 
 from ..api import errors
 from ..api.resources import ALL_VERBS, BUILTIN, ResourceType
@@ -55,33 +52,9 @@ _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "ownerReference
 
 # -- talking to the API server as PartialObjectMetadata ---------------------------------------------------------------
 
-def _raise_for(status: int, raw: bytes) -> None:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and body.get("kind") == "Status":
-        raise errors.from_status(body)
-    err = errors.APIError(raw.decode(errors="replace")[:500] or f"HTTP {status}")
-    err.code = status
-    raise err
-
-
-async def get_as(client: Client, path: str, accept: str, params: dict[str, Any] | None = None,
-                 method: str = "GET") -> Any:
-    """One request whose response comes in another representation (PartialObjectMetadata, aggregated discovery)."""
-    url = client.connection.server + path
-    if params:
-        url += "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
-    try:
-        async with client.session().request(method, url, headers={"Accept": accept},
-                                            timeout=aiohttp.ClientTimeout(total=client.timeout)) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                _raise_for(resp.status, raw)
-            return orjson.loads(raw) if raw else None
-    except aiohttp.ClientError as e:
-        raise errors.ServiceUnavailable(f"cannot reach the API server: {e}") from e
+async def get_as(client: Client, path: str, accept: str, params: dict[str, Any] | None = None) -> Any:
+    """One GET whose response comes in another representation (PartialObjectMetadata, aggregated discovery)."""
+    return await client.request("GET", path, params=params, accept=accept)
 
 
 def slim(rt: ResourceType, obj: Obj) -> Obj:
@@ -92,23 +65,10 @@ def slim(rt: ResourceType, obj: Obj) -> Obj:
 
 
 class MetadataClient(Client):
-    """A Client whose list and watch return PartialObjectMetadata: what an Informer needs for metadata only.
-
-    It has its own connection pool, without a limit: each watch holds a connection for as long as it lasts, and the
-    collector watches every resource (more as CRDs come), which would starve a shared, bounded pool.
-    """
+    """A Client whose list and watch return PartialObjectMetadata: what an Informer needs for metadata only."""
 
     def __init__(self, base: Client) -> None:
         super().__init__(base.connection, base.user_agent, base.field_manager, base.timeout)
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            if self.connection.token:
-                headers["Authorization"] = f"Bearer {self.connection.token}"
-            self._session = aiohttp.ClientSession(
-                headers=headers, connector=aiohttp.TCPConnector(ssl=self.connection.ssl_context, limit=0))
-        return self._session
 
     async def get_metadata(self, rt: ResourceType, name: str, namespace: str | None = None) -> Obj | None:
         """The object's metadata, live; None when it does not exist."""
@@ -120,36 +80,21 @@ class MetadataClient(Client):
 
     async def list(self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = "",
                    field_selector: str = "", limit: int = 0, continue_token: str = "",
-                   resource_version: str = "") -> dict[str, Any]:
-        page = await get_as(self, self.path(rt, namespace), METADATA_LIST_ACCEPT, {
-            "labelSelector": label_selector, "fieldSelector": field_selector, "limit": limit or None,
-            "continue": continue_token, "resourceVersion": resource_version})
+                   resource_version: str = "", accept: str | None = None) -> dict[str, Any]:
+        page = await super().list(rt, namespace, label_selector=label_selector, field_selector=field_selector,
+                                  limit=limit, continue_token=continue_token, resource_version=resource_version,
+                                  accept=METADATA_LIST_ACCEPT)
         page["items"] = [slim(rt, o) for o in page.get("items") or []]
         return page
 
     async def watch(self, rt: ResourceType, namespace: str | None = None, *, resource_version: str = "",
                     label_selector: str = "", field_selector: str = "", timeout_seconds: int = 300,
-                    bookmarks: bool = True) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        params = {"watch": "true", "resourceVersion": resource_version, "labelSelector": label_selector,
-                  "fieldSelector": field_selector, "timeoutSeconds": timeout_seconds,
-                  "allowWatchBookmarks": "true" if bookmarks else None}
-        url = self.connection.server + self.path(rt, namespace) + "?" + urlencode(
-            {k: v for k, v in params.items() if v not in (None, "")})
-        try:
-            async with self.session().get(url, headers={"Accept": METADATA_ACCEPT}, timeout=aiohttp.ClientTimeout(
-                    total=None, sock_read=timeout_seconds + 30)) as resp:
-                if resp.status >= 400:
-                    _raise_for(resp.status, await resp.read())
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
-                    ev = orjson.loads(line)
-                    if ev["type"] == "ERROR":
-                        raise errors.from_status(ev["object"])
-                    obj = ev["object"] if ev["type"] == "BOOKMARK" else slim(rt, ev["object"])
-                    yield ev["type"], obj
-        except aiohttp.ClientError as e:
-            raise errors.ServiceUnavailable(f"watch of {rt.qualified} broke: {e}") from e
+                    bookmarks: bool = True, accept: str | None = None) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for ev_type, obj in super().watch(rt, namespace, resource_version=resource_version,
+                                                label_selector=label_selector, field_selector=field_selector,
+                                                timeout_seconds=timeout_seconds, bookmarks=bookmarks,
+                                                accept=METADATA_ACCEPT):
+            yield ev_type, (obj if ev_type == "BOOKMARK" else slim(rt, obj))
 
 
 # -- which resources, and how to find an owner's ---------------------------------------------------------------------
