@@ -8,7 +8,6 @@ both believe they won: the API server's optimistic concurrency is the lock.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import socket
 import time
@@ -16,23 +15,12 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from ..api import errors
+from ..api.timestamps import micro_rfc3339, parse_rfc3339
 from .rest import Client, resource
 
 log = logging.getLogger(__name__)
 
 LEASES = resource("leases.coordination.k8s.io")
-
-
-def _micro(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(ts: str | None) -> float:
-    if not ts:
-        return 0.0
-    ts = ts.rstrip("Z")
-    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in ts else "%Y-%m-%dT%H:%M:%S"
-    return datetime.datetime.strptime(ts, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 class LeaderElector:
@@ -52,13 +40,13 @@ class LeaderElector:
     async def try_acquire_or_renew(self) -> bool:
         now = self.clock()
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
-                "renewTime": _micro(now)}
+                "renewTime": micro_rfc3339(now)}
         try:
             lease = await self.client.get(LEASES, self.name, self.namespace)
         except errors.NotFound:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0}}
+                    "spec": {**spec, "acquireTime": micro_rfc3339(now), "leaseTransitions": 0}}
             try:
                 await self.client.create(LEASES, body, self.namespace)
                 return True
@@ -66,13 +54,13 @@ class LeaderElector:
                 return False
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity")
-        expired = _parse(current.get("renewTime")) + float(current.get("leaseDurationSeconds") or
+        expired = (parse_rfc3339(current.get("renewTime")) or 0.0) + float(current.get("leaseDurationSeconds") or
                                                            self.lease_duration) < now
         if holder and holder != self.identity and not expired:
             return False
         new_spec = dict(current, **spec)
         if holder != self.identity:
-            new_spec["acquireTime"] = _micro(now)
+            new_spec["acquireTime"] = micro_rfc3339(now)
             new_spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
         lease["spec"] = new_spec
         try:

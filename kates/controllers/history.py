@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import struct
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -22,6 +21,7 @@ import orjson
 from ..api import errors
 from ..client.informer import controller_ref
 from ..client.rest import Client, resource
+from ..api.timestamps import parse_rfc3339 as parse_time
 
 Obj = dict[str, Any]
 
@@ -180,15 +180,6 @@ async def release(client: Client, rt: Any, obj: Obj, owner: Obj) -> None:
 
 
 # -- pods ------------------------------------------------------------------------------------------------------
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
 
 def ready_condition(pod: Obj) -> Obj | None:
     return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)

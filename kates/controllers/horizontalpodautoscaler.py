@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import logging
 import math
 from decimal import Decimal
@@ -30,6 +29,7 @@ from ..api.validation.quantity import DECIMAL_SI, Quantity, QuantityError, canon
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory
 from ..client.rest import Client, resource
+from ..api.timestamps import parse_rfc3339 as parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,6 @@ class MetricError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def milli(raw: Any) -> int:

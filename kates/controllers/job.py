@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import datetime as dt
 import logging
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..api.selectors import selector_from_label_selector
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory, controller_ref
 from ..client.rest import Client, object_key, resource, split_key
+from ..api.timestamps import parse_rfc3339 as parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,6 @@ Obj = dict[str, Any]
 
 
 # -- time ----------------------------------------------------------------------------------------------------------
-
-def rfc3339(ts: float) -> str:
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
 
 # -- pods ----------------------------------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import functools
 from typing import Any, Awaitable, Callable
 
@@ -24,6 +23,7 @@ from ..api.selectors import LabelSelector, Requirement, selector_from_label_sele
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory, controller_ref
 from ..client.rest import Client, object_key, resource
+from ..api.timestamps import parse_rfc3339 as parse_time, rfc3339
 
 Obj = dict[str, Any]
 
@@ -35,20 +35,6 @@ POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 # -- time --------------------------------------------------------------------------------------------------------
-
-def rfc3339(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 3339 timestamp (`...Z`, optionally with fractions), None if unset."""
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
 
 # -- pod predicates ----------------------------------------------------------------------------------------------
 

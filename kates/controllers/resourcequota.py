@@ -13,7 +13,6 @@ The evaluators are pure functions of the objects, shared with admission.
 from __future__ import annotations
 
 import copy
-import datetime
 import logging
 from decimal import Decimal
 from typing import Any, Callable, Iterable
@@ -24,6 +23,7 @@ from ..api.validation.quantity import DECIMAL_SI, Quantity, QuantityError, canon
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import Informer, InformerFactory
 from ..client.rest import Client, object_key, resource
+from ..api.timestamps import parse_rfc3339 as parse_time
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,6 @@ def count_name(rt: ResourceType) -> str:
 
 
 # -- pods ---------------------------------------------------------------------------------------------
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
 
 def pod_counts_for_quota(pod: Obj, now: float) -> bool:
     """Kubernetes' QuotaV1Pod: terminal pods, and pods past their deletion grace period, use nothing."""
