@@ -67,6 +67,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         code = self.proc.returncode
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.proc = None
         return code
 

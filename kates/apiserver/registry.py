@@ -371,7 +371,10 @@ class Registry:
                     meta["finalizers"] = finalizers or meta.get("finalizers")
                     if not meta["finalizers"]:
                         meta.pop("finalizers")
-                    return await self._write_deletion(rt, key, obj, new, rev, dry_run)
+                    marked = await self._write_deletion(rt, key, obj, new, rev, dry_run)
+                    if marked is None:
+                        continue
+                    return marked
             elif finalizers or graceful is not None:
                 if finalizers:
                     meta["finalizers"] = finalizers
@@ -385,7 +388,10 @@ class Registry:
                     meta["deletionGracePeriodSeconds"] = 0
                 if new == obj:
                     return obj
-                return await self._write_deletion(rt, key, obj, new, rev, dry_run)
+                marked = await self._write_deletion(rt, key, obj, new, rev, dry_run)
+                if marked is None:
+                    continue
+                return marked
             if dry_run:
                 return obj
             try:
@@ -413,13 +419,14 @@ class Registry:
         return grace
 
     async def _write_deletion(self, rt: ResourceType, key: str, old: dict[str, Any], new: dict[str, Any],
-                              rev: int, dry_run: bool) -> dict[str, Any]:
+                              rev: int, dry_run: bool) -> dict[str, Any] | None:
+        """Mark the object deleted; None when another write got there first (the caller reads again)."""
         if dry_run:
             return new
         try:
             new_rev = await self.store.update(key, encode(new), rev, ttl=self._ttl(rt))
         except RevisionMismatch:
-            raise conflict(rt, new["metadata"]["name"]) from None
+            return None
         new["metadata"]["resourceVersion"] = str(new_rev)
         self._notify(rt, old, new)
         return new

@@ -9,8 +9,10 @@ only when it changed. A merge patch replaces the conditions list, so it carries 
 (PodScheduled, DisruptionTarget, readiness gates) as last seen; it is half the API server's work of a strategic
 merge patch. Graceful deletion ends with the kubelet's DELETE, grace period 0.
 
-One watch serves all nodes: pods with any spec.nodeName, filtered in the handler. Work goes through one queue of
-keys served by a fixed number of workers, which bounds the requests in flight.
+One watch serves all nodes: pods with any spec.nodeName, filtered in the handler (5,000 nodes must not mean 5,000
+watches). Pod keys and node keys go through two work queues, each drained with bounded concurrency, which bounds the
+requests in flight. Lease renewals have connections of their own and come first: while they run late (an overloaded
+API server), pod work waits.
 
 Hollow-only test hooks (nothing else in kates reads them):
 - pod annotation `kates.io/hollow-run-seconds: "S"`: containers exit after S seconds (default: 1 s for pods with
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import collections
 import dataclasses
 import datetime
 import hashlib
@@ -33,7 +36,7 @@ import platform
 import signal
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ..api import errors
 from ..client.events import EventRecorder
@@ -56,7 +59,7 @@ LEASE_NAMESPACE = "kube-node-lease"
 KUBELET_VERSION = "v1.32.0"
 KUBELET_OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
 TERMINAL_PHASES = ("Succeeded", "Failed")
-MAX_NODES = (256 - 200) * 256     # podCIDRs 10.200.0.0/24 .. 10.255.255.0/24
+MAX_NODES = (255 - 200) * 256     # podCIDRs 10.200.0.0/24 .. 10.254.255.0/24; 10.255/16 holds the node addresses
 
 NODES = resource("nodes")
 PODS = resource("pods")
@@ -142,7 +145,7 @@ class HollowNode:
     uid: str = ""            # the Node's uid once registered
     stopped: bool = False    # kates.io/hollow-stopped: the agent is "dead"
     gone: bool = False       # the Node was deleted: a kubelet does not re-register by itself
-    renewing: bool = False
+    renewing: float | None = None    # the slot of the renewal in flight
 
     @property
     def internal_ip(self) -> str:
@@ -469,7 +472,7 @@ def container_config(pod: Obj, ctr: Obj, attempt: int, cfg: HollowConfig, init: 
 class HollowKubelet:
     """All hollow nodes of one process: registration, leases, node status and the pods bound to them."""
 
-    def __init__(self, client: Client, config: HollowConfig, clock: Any = time.time,
+    def __init__(self, client: Client, config: HollowConfig, clock: Callable[[], float] = time.time,
                  lease_client: Client | None = None) -> None:
         if config.count > MAX_NODES:
             raise ValueError(f"at most {MAX_NODES} hollow nodes per process (pod CIDRs run out)")
@@ -487,13 +490,14 @@ class HollowKubelet:
         self.node_informer = Informer(client, NODES)
         self.pod_informer = Informer(client, PODS, field_selector="spec.nodeName!=")
         self.pod_informer.store.add_index("node", lambda p: [p["spec"].get("nodeName", "")])
-        self.queue = WorkQueue("hollow", RateLimiter(base=0.05, cap=30.0, qps=1000, burst=10_000))
+        self.queue = WorkQueue("hollow-pods", RateLimiter(base=0.05, cap=30.0, qps=1000, burst=10_000))
+        self.node_queue = WorkQueue("hollow-nodes", RateLimiter(base=0.2, cap=10.0, qps=1000, burst=10_000))
         self.records: dict[str, PodRecord] = {}
         self.recorder = EventRecorder(client, "kubelet")
         self._lease_slots = asyncio.Semaphore(config.lease_concurrency)
-        self._renewals_pending = 0
+        self._pending_renewals: collections.deque[tuple[float, HollowNode]] = collections.deque()   # (slot, node)
         self._lease_lateness = 0.0
-        self.leases_on_time = asyncio.Event()      # cleared while renewals queue up: pod work waits
+        self.leases_on_time = asyncio.Event()      # cleared while renewals run late: pod work waits
         self.leases_on_time.set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.node_informer.add_handler(self._on_node, lambda _, new: self._on_node(new), self._on_node_delete)
@@ -505,7 +509,10 @@ class HollowKubelet:
         self.node_informer.start()
         await self.node_informer.wait_synced()
         self.pod_informer.start()
-        loops = [self._spawn(self._dispatch(), "hollow-dispatch"), self._spawn(self.renew_leases(), "hollow-leases")]
+        loops = [self._spawn(self._dispatch(self.queue, self.sync_pod, self.cfg.workers, self.leases_on_time),
+                             "hollow-pods"),
+                 self._spawn(self._dispatch(self.node_queue, self.sync_node, 8), "hollow-nodes"),
+                 self._spawn(self.renew_leases(), "hollow-leases")]
         started = time.monotonic()
         await self.register_nodes()
         log.info("%d hollow nodes registered in %.1fs", len(self.nodes), time.monotonic() - started)
@@ -513,6 +520,7 @@ class HollowKubelet:
 
     async def stop(self) -> None:
         self.queue.shutdown()
+        self.node_queue.shutdown()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -526,36 +534,34 @@ class HollowKubelet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _dispatch(self) -> None:
-        """Take keys from the queue and sync up to `workers` of them at once (one waiter on the queue, not a
-        pool of workers all woken by every add)."""
-        slots = asyncio.Semaphore(self.cfg.workers)
+    async def _dispatch(self, queue: WorkQueue, sync: Callable[[str], Awaitable[None]], concurrency: int,
+                        gate: asyncio.Event | None = None) -> None:
+        """Take keys from `queue` and sync up to `concurrency` of them at once, while `gate` is open (one waiter
+        on the queue rather than a pool of workers all woken by every add)."""
+        slots = asyncio.Semaphore(concurrency)
         while True:
-            key = await self.queue.get()
+            key = await queue.get()
             if key is None:
                 return
-            if key.startswith("pod:"):
-                await self.leases_on_time.wait()
+            if gate is not None:
+                await gate.wait()
             await slots.acquire()
-            self._spawn(self._process(key, slots), "hollow-sync")
+            self._spawn(self._process(queue, sync, key, slots), f"{queue.name}-sync")
 
-    async def _process(self, key: str, slots: asyncio.Semaphore) -> None:
+    async def _process(self, queue: WorkQueue, sync: Callable[[str], Awaitable[None]], key: str,
+                       slots: asyncio.Semaphore) -> None:
         try:
-            kind, _, rest = key.partition(":")
-            if kind == "pod":
-                await self.sync_pod(rest)
-            else:
-                await self.sync_node(rest)
-            self.queue.forget(key)
+            await sync(key)
+            queue.forget(key)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             level = logging.DEBUG if isinstance(e, (errors.APIError, Retry)) else logging.WARNING
-            log.log(level, "sync %s: %s", key, e, exc_info=level == logging.WARNING)
-            self.queue.add_rate_limited(key)
+            log.log(level, "%s: sync %s: %s", queue.name, key, e, exc_info=level == logging.WARNING)
+            queue.add_rate_limited(key)
         finally:
             slots.release()
-            self.queue.done(key)
+            queue.done(key)
 
     # -- registration and leases ---------------------------------------------------------------------------------
     async def register_nodes(self) -> None:
@@ -600,6 +606,8 @@ class HollowKubelet:
                 await self.client.create(LEASES, lease_object(hn, self.cfg, self.clock()), LEASE_NAMESPACE)
             except errors.AlreadyExists:
                 await self.renew_lease(hn)
+        for pod in self.pod_informer.store.by_index("node", hn.name):   # bound before the node was ours
+            self.queue.add(object_key(pod))
 
     async def renew_lease(self, hn: HollowNode) -> None:
         if not hn.active:
@@ -617,8 +625,8 @@ class HollowKubelet:
     async def renew_leases(self) -> None:
         """Every node's Lease once per period, the renewals spread evenly over it.
 
-        Leases come first (Kubernetes gives them their own priority level): while renewals queue up behind a slow
-        API server, pod work pauses, and lateness is logged."""
+        Leases come first (Kubernetes gives them their own priority level): while the oldest pending renewal is
+        more than 30% of the period late (a slow API server), pod work pauses; lateness is logged."""
         loop = asyncio.get_running_loop()
         names = list(self.nodes)
         step = self.cfg.lease_period / max(len(names), 1)
@@ -631,15 +639,16 @@ class HollowKubelet:
                 hn = self.nodes[names[done % len(names)]]
                 slot = start + done * step
                 done += 1
-                if hn.active and not hn.renewing:
-                    hn.renewing = True
-                    self._renewals_pending += 1
+                if hn.active and hn.renewing is None:
+                    hn.renewing = slot
+                    self._pending_renewals.append((slot, hn))
                     self._spawn(self._renew_one(hn, slot), f"lease-{hn.name}")
-            self._update_lease_pressure()
+            self._update_lease_pressure(now)
             if now - reported >= self.cfg.lease_period:
-                if self._lease_lateness > 2:
-                    log.warning("lease renewals up to %.1fs late (%d pending): the API server is slow",
-                                self._lease_lateness, self._renewals_pending)
+                if self._lease_lateness > 0.2 * self.cfg.lease_period:
+                    level = logging.WARNING if self._lease_lateness > 0.5 * self.cfg.lease_period else logging.INFO
+                    log.log(level, "lease renewals up to %.1fs late (%d pending): the API server is slow",
+                            self._lease_lateness, len(self._pending_renewals))
                 self._lease_lateness, reported = 0.0, now
             await asyncio.sleep(max(step, 0.05))
 
@@ -651,15 +660,17 @@ class HollowKubelet:
         except errors.APIError as e:
             log.debug("lease %s: %s", hn.name, e)
         finally:
-            hn.renewing = False
-            self._renewals_pending -= 1
+            hn.renewing = None
             self._lease_lateness = max(self._lease_lateness, loop.time() - slot)
-            self._update_lease_pressure()
 
-    def _update_lease_pressure(self) -> None:
-        if self._renewals_pending > self.cfg.lease_concurrency:
+    def _update_lease_pressure(self, now: float) -> None:
+        pending = self._pending_renewals
+        while pending and pending[0][1].renewing != pending[0][0]:
+            pending.popleft()
+        late = now - pending[0][0] if pending else 0.0
+        if late > 0.3 * self.cfg.lease_period:
             self.leases_on_time.clear()
-        elif self._renewals_pending <= self.cfg.lease_concurrency // 2:
+        elif late < 0.1 * self.cfg.lease_period:
             self.leases_on_time.set()
 
     # -- node status ---------------------------------------------------------------------------------------------
@@ -669,11 +680,11 @@ class HollowKubelet:
             return
         stopped = _annotation(node, STOPPED_ANNOTATION) == "true"
         if stopped != hn.stopped or (not stopped and not node_healthy(node)):
-            self.queue.add(f"node:{hn.name}")
+            self.node_queue.add(hn.name)
 
     def _on_node_delete(self, node: Obj) -> None:
         if node["metadata"]["name"] in self.nodes:
-            self.queue.add(f"node:{node['metadata']['name']}")
+            self.node_queue.add(node["metadata"]["name"])
 
     async def sync_node(self, name: str) -> None:
         hn = self.nodes[name]
@@ -690,7 +701,7 @@ class HollowKubelet:
             if not stopped:
                 await self.renew_lease(hn)
                 for pod in self.pod_informer.store.by_index("node", name):
-                    self.queue.add(f"pod:{object_key(pod)}")
+                    self.queue.add(object_key(pod))
         if hn.stopped or node_healthy(node):
             return
         conditions = node_conditions(self.clock(), (node.get("status") or {}).get("conditions"))
@@ -700,11 +711,11 @@ class HollowKubelet:
     # -- pods ----------------------------------------------------------------------------------------------------
     def _on_pod(self, pod: Obj) -> None:
         if pod["spec"].get("nodeName") in self.nodes:
-            self.queue.add(f"pod:{object_key(pod)}")
+            self.queue.add(object_key(pod))
 
     def _on_container_event(self, event: fake.ContainerEvent) -> None:
         if event.type is fake.ContainerEventType.STOPPED:
-            self.queue.add(f"pod:{event.sandbox.namespace}/{event.sandbox.name}")
+            self.queue.add(f"{event.sandbox.namespace}/{event.sandbox.name}")
 
     async def sync_pod(self, key: str) -> None:
         pod = self.pod_informer.store.get(key)
@@ -806,7 +817,7 @@ class HollowKubelet:
             rec.waiting[ctr["name"]] = ("CrashLoopBackOff", f"back-off {delay:g}s restarting failed "
                                         f"container={ctr['name']} pod={meta['name']}_{meta['namespace']}"
                                         f"({meta['uid']})")
-            self.queue.add_after(f"pod:{rec.key}", ready_at - now)
+            self.queue.add_after(rec.key, ready_at - now)
             return True
         return await self.start_container(pod, rec, ctr, cs.metadata.attempt + 1, init)
 
@@ -826,7 +837,7 @@ class HollowKubelet:
             rec.finished = True
             await runtime.stop_pod_sandbox(rec.sandbox_id)
         elif wake is not None:
-            self.queue.add_after(f"pod:{key}", wake - now + 0.01)
+            self.queue.add_after(key, wake - now + 0.01)
 
     async def terminate_pod(self, key: str, pod: Obj, hn: HollowNode, rec: PodRecord | None) -> None:
         """Graceful deletion: stop the containers (at once, or at the end of the grace period when the pod ignores
@@ -837,7 +848,7 @@ class HollowKubelet:
             if _annotation(pod, IGNORE_SIGTERM_ANNOTATION) == "true":
                 deadline = parse_time(meta["deletionTimestamp"]) or 0
                 if self.clock() < deadline:
-                    self.queue.add_after(f"pod:{key}", deadline - self.clock() + 0.05)
+                    self.queue.add_after(key, deadline - self.clock() + 0.05)
                     return
             else:
                 grace = float(meta.get("deletionGracePeriodSeconds") or 0)
