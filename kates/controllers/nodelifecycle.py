@@ -20,16 +20,15 @@ periodic pass that only compares "last seen alive" with the clock and enqueues n
 """
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import logging
-import time
 from typing import Any
 
 from ..api import errors
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory
 from ..client.rest import Client, object_key, resource, split_key
+from ..api.timestamps import parse_rfc3339 as parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +51,6 @@ NO_SCHEDULE_TAINTS = {
 MANAGED_TAINTS = {(key, "NoSchedule") for key in NO_SCHEDULE_TAINTS.values()} | {
     (UNSCHEDULABLE_TAINT, "NoSchedule"), (NOT_READY_TAINT, "NoExecute"), (UNREACHABLE_TAINT, "NoExecute")}
 NODE_NAME_INDEX = "spec.nodeName"
-
-
-def rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 def condition(obj: Obj, type_: str) -> Obj | None:

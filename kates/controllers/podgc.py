@@ -18,15 +18,14 @@ deleted with gracePeriodSeconds=0.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import logging
-import time
 from typing import Any
 
 from ..api import errors
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory
 from ..client.rest import Client, resource
+from ..api.timestamps import parse_rfc3339 as parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +33,6 @@ Obj = dict[str, Any]
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-def rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 def ready_status(node: Obj) -> str | None:
