@@ -464,7 +464,8 @@ def container_config(pod: Obj, ctr: Obj, attempt: int, cfg: HollowConfig, init: 
         ann[RUN_SECONDS_ANNOTATION] = str(cfg.job_run_seconds)
         ann[EXIT_CODE_ANNOTATION] = pod_ann.get(EXIT_CODE_ANNOTATION, "0")
     return ContainerConfig(ContainerMetadata(ctr["name"], attempt), ctr.get("image", ""),
-                           tuple(ctr.get("command") or ()), tuple(ctr.get("args") or ()), {}, ann)
+                           command=tuple(ctr.get("command") or ()), args=tuple(ctr.get("args") or ()),
+                           annotations=ann)
 
 
 # -- the kubelet ---------------------------------------------------------------------------------------------------

@@ -10,166 +10,29 @@ gets them from `GetContainerEvents`, so the kubelet never polls. A sandbox whose
 attempt: a restarted hollow kubelet rebuilds its runtime and reports the IPs and ids its pods already show.
 
 Tests script failures with `inject_error("create_container", SomeError(...), times=1)` and read `calls`, the
-way `fake_runtime_service.go` lets Kubernetes' kubelet tests do. The Protocols below are what a kubelet may rely
-on; the real CRI client (a later issue) implements the same surface.
+way `fake_runtime_service.go` lets Kubernetes' kubelet tests do. The types and Protocols live in `interface.py`,
+shared with the real runtimes.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
-import enum
 import hashlib
 import ipaddress
 import time
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping
+
+from .interface import (  # noqa: F401  (re-exported: hollow nodes and tests name them through this module)
+    AuthConfig, ContainerConfig, ContainerEvent, ContainerEventType, ContainerMetadata, ContainerState,
+    ContainerStatus, Image, ImageService, NotFoundError, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
+    RuntimeService, RuntimeServiceError, SandboxState, VersionInfo)
 
 RUN_SECONDS_ANNOTATION = "kates.io/hollow-run-seconds"
 EXIT_CODE_ANNOTATION = "kates.io/hollow-exit-code"
 POD_IP_ANNOTATION = "kates.io/hollow-pod-ip"
 RUNTIME_NAME = "fake"
 RUNTIME_VERSION = "0.1.0"
-
-
-class RuntimeServiceError(Exception):
-    """A runtime call failed (CRI returns a gRPC error; the kubelet reports it as a waiting reason)."""
-
-    def __init__(self, message: str, reason: str = "RuntimeError") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class NotFoundError(RuntimeServiceError):
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} not found", "NotFound")
-
-
-class SandboxState(enum.Enum):
-    READY = "SANDBOX_READY"
-    NOTREADY = "SANDBOX_NOTREADY"
-
-
-class ContainerState(enum.Enum):
-    CREATED = "CONTAINER_CREATED"
-    RUNNING = "CONTAINER_RUNNING"
-    EXITED = "CONTAINER_EXITED"
-    UNKNOWN = "CONTAINER_UNKNOWN"
-
-
-class ContainerEventType(enum.Enum):
-    CREATED = "CONTAINER_CREATED_EVENT"
-    STARTED = "CONTAINER_STARTED_EVENT"
-    STOPPED = "CONTAINER_STOPPED_EVENT"
-    DELETED = "CONTAINER_DELETED_EVENT"
-
-
-@dataclasses.dataclass(frozen=True)
-class PodSandboxMetadata:
-    name: str
-    namespace: str
-    uid: str
-    attempt: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class PodSandboxConfig:
-    metadata: PodSandboxMetadata
-    hostname: str = ""
-    host_network: bool = False
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class PodSandboxStatus:
-    id: str
-    metadata: PodSandboxMetadata
-    state: SandboxState
-    created_at: float
-    ip: str                                 # "" for host-network sandboxes: the kubelet uses the node's IP
-
-
-@dataclasses.dataclass(frozen=True)
-class ContainerMetadata:
-    name: str
-    attempt: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class ContainerConfig:
-    metadata: ContainerMetadata
-    image: str
-    command: tuple[str, ...] = ()
-    args: tuple[str, ...] = ()
-    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class ContainerStatus:
-    id: str
-    sandbox_id: str
-    metadata: ContainerMetadata
-    image: str
-    image_ref: str
-    state: ContainerState
-    created_at: float
-    started_at: float = 0.0
-    finished_at: float = 0.0
-    exit_code: int = 0
-    reason: str = ""
-    message: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class ContainerEvent:
-    container_id: str
-    type: ContainerEventType
-    sandbox: PodSandboxMetadata
-    at: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Image:
-    id: str
-    repo_tags: tuple[str, ...]
-    repo_digests: tuple[str, ...]
-    size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionInfo:
-    runtime_name: str
-    runtime_version: str
-    runtime_api_version: str = "v1"
-
-
-class RuntimeService(Protocol):
-    """Sandboxes and containers (CRI RuntimeService)."""
-
-    async def version(self) -> VersionInfo: ...
-    async def update_runtime_config(self, pod_cidr: str) -> None: ...
-    async def run_pod_sandbox(self, config: PodSandboxConfig) -> str: ...
-    async def stop_pod_sandbox(self, sandbox_id: str) -> None: ...
-    async def remove_pod_sandbox(self, sandbox_id: str) -> None: ...
-    async def pod_sandbox_status(self, sandbox_id: str) -> PodSandboxStatus: ...
-    async def list_pod_sandbox(self) -> list[PodSandboxStatus]: ...
-    async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str: ...
-    async def start_container(self, container_id: str) -> None: ...
-    async def stop_container(self, container_id: str, timeout: float) -> None: ...
-    async def remove_container(self, container_id: str) -> None: ...
-    async def container_status(self, container_id: str) -> ContainerStatus: ...
-    async def list_containers(self, sandbox_id: str | None = None) -> list[ContainerStatus]: ...
-    def subscribe(self, callback: Callable[[ContainerEvent], None]) -> None: ...
-
-
-class ImageService(Protocol):
-    """Images (CRI ImageService)."""
-
-    async def pull_image(self, image: str) -> str: ...
-    async def image_status(self, image: str) -> Image | None: ...
-    async def list_images(self) -> list[Image]: ...
-    async def remove_image(self, image: str) -> None: ...
 
 
 def normalize_image(image: str) -> str:
@@ -379,7 +242,8 @@ class FakeRuntime:
         self._call("list_pod_sandbox")
         return [self._sandbox_status(s) for s in self._sandboxes.values()]
 
-    async def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+    async def create_container(self, sandbox_id: str, config: ContainerConfig,
+                               sandbox_config: PodSandboxConfig | None = None) -> str:
         self._call("create_container", sandbox_id, config)
         sandbox = self._sandbox(sandbox_id)
         if sandbox.state is not SandboxState.READY:
@@ -440,7 +304,7 @@ class FakeRuntime:
                 if sandbox_id is None or c.sandbox_id == sandbox_id]
 
     # -- image service ------------------------------------------------------------------------------------------
-    async def pull_image(self, image: str) -> str:
+    async def pull_image(self, image: str, auth: AuthConfig | None = None) -> str:
         self._call("pull_image", image)
         ref = image_ref(image)
         if ref not in self._images:
