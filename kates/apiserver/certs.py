@@ -58,6 +58,9 @@ class PKI:
         self.admin_cert = self.dir / "admin.crt"
         self.admin_key = self.dir / "admin.key"
         self.tokens = self.dir / "tokens.csv"
+        # The API server's identity towards kubelets (kubeadm's apiserver-kubelet-client.crt)
+        self.kubelet_client_cert = self.dir / "apiserver-kubelet-client.crt"
+        self.kubelet_client_key = self.dir / "apiserver-kubelet-client.key"
 
     def ensure(self, hosts: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -75,16 +78,38 @@ class PKI:
                     .sign(key, hashes.SHA256()))
             _write(self.ca_key, _pem_key(key), private=True)
             _write(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
-            for stale in (self.server_cert, self.admin_cert):
+            for stale in (self.server_cert, self.admin_cert, self.kubelet_client_cert):
                 stale.unlink(missing_ok=True)
         if not self.server_cert.exists() or not self._covers(hosts):
             self._issue(self.server_cert, self.server_key, _name("kube-apiserver"), server_hosts=hosts)
         if not self.admin_cert.exists():
             self._issue(self.admin_cert, self.admin_key, _name("kubernetes-admin", "system:masters"))
+        if not self.kubelet_client_cert.exists():
+            self._issue(self.kubelet_client_cert, self.kubelet_client_key,
+                        _name("kube-apiserver-kubelet-client", "system:masters"))
         if not self.tokens.exists():
             import secrets
             _write(self.tokens, f"{secrets.token_hex(24)},kubernetes-admin,admin,system:masters\n".encode(),
                    private=True)
+
+    def ensure_kubelet_serving(self, node_name: str, hosts: list[str]) -> tuple[Path, Path]:
+        """A serving certificate for a node's kubelet API, signed by the cluster CA (kept while it covers `hosts`)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in node_name)
+        cert, key = self.dir / f"kubelet-{safe}.crt", self.dir / f"kubelet-{safe}.key"
+        names = list(dict.fromkeys([node_name, *hosts]))
+        if not (cert.exists() and key.exists()) or not self._covers(names, cert):
+            self._issue(cert, key, _name(f"system:node:{node_name}", "system:nodes"), server_hosts=names)
+        return cert, key
+
+    def kubelet_client_context(self) -> ssl.SSLContext:
+        """TLS towards kubelets with the API server's kubelet client certificate. The kubelet's serving certificate
+        is not verified, as kube-apiserver without --kubelet-certificate-authority does."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(self.kubelet_client_cert, self.kubelet_client_key)
+        return ctx
 
     def load_tokens(self) -> dict[str, str]:
         """Static bearer tokens (Kubernetes' --token-auth-file format: token,user,uid,"groups")."""
@@ -95,8 +120,8 @@ class PKI:
                 out[parts[0]] = parts[1]
         return out
 
-    def _covers(self, hosts: list[str]) -> bool:
-        cert = x509.load_pem_x509_certificate(self.server_cert.read_bytes())
+    def _covers(self, hosts: list[str], path: Path | None = None) -> bool:
+        cert = x509.load_pem_x509_certificate((path or self.server_cert).read_bytes())
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:

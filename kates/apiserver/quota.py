@@ -8,11 +8,14 @@ usage from the quotas' status and updates it in the same step; kates counts it f
 what the ResourceQuota controller will write into the status anyway (the evaluators are shared with it).
 
 Wiring: the registry calls `await quota.admit(self, rt, obj)` in `create`, after defaulting and validation and
-before the store write. Two creates racing in one namespace may both pass (nothing serializes them); the
-controller's status then shows the overrun, as it does in Kubernetes for objects created before their quota.
+before the store write. When the namespace has quotas, admission takes the namespace's quota lock and returns it
+held; the registry releases it once the object is written (or the write failed). So two creates racing in one
+namespace are serialized: the second counts the first, and a quota with room for one admits exactly one. Kubernetes
+gets the same effect from a compare-and-swap on the quota's status.used; namespaces without quotas never lock.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..api import errors
@@ -49,10 +52,39 @@ def _forbidden(rt: ResourceType, name: str, message: str) -> errors.Forbidden:
     return errors.Forbidden(f'{rt.qualified} "{name}" is forbidden: {message}', details=details)
 
 
-async def admit(registry: Any, rt: ResourceType, obj: dict[str, Any]) -> None:
-    """Raise Forbidden if creating `obj` (of type `rt`) would exceed a ResourceQuota of its namespace."""
+def _lock(registry: Any, namespace: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] | None = getattr(registry, "_quota_locks", None)
+    if locks is None:
+        locks = registry._quota_locks = {}
+    lock = locks.get(namespace)
+    if lock is None:
+        lock = locks[namespace] = asyncio.Lock()
+    return lock
+
+
+async def admit(registry: Any, rt: ResourceType, obj: dict[str, Any]) -> asyncio.Lock | None:
+    """Raise Forbidden if creating `obj` (of type `rt`) would exceed a ResourceQuota of its namespace. With quotas to
+    enforce, return the namespace's quota lock, held: the caller releases it after the store write."""
     if not rt.namespaced:
-        return
+        return None
+    namespace = (obj.get("metadata") or {}).get("namespace") or ""
+    quota_rt = registry.catalog.lookup("", "v1", "resourcequotas")
+    if quota_rt is None:
+        return None
+    await registry.cache.wait_for(registry.last_quota_revision)
+    if not registry.cache.cache(storage_prefix(quota_rt)).list(namespace):
+        return None
+    lock = _lock(registry, namespace)
+    await lock.acquire()
+    try:
+        await _check(registry, rt, obj)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+async def _check(registry: Any, rt: ResourceType, obj: dict[str, Any]) -> None:
     meta = obj.get("metadata") or {}
     namespace, name = meta.get("namespace") or "", meta.get("name") or ""
     quota_rt = registry.catalog.lookup("", "v1", "resourcequotas")

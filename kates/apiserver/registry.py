@@ -88,6 +88,9 @@ class Registry:
         self.event_ttl = event_ttl
         self.on_write: list[Callable[[ResourceType, dict[str, Any] | None, dict[str, Any] | None], Any]] = []
         self.last_quota_revision = 0   # quota admission waits for the watch cache to hold this
+        # admission plugins (kates.apiserver.admission): run on create and update, before defaulting and validation
+        self.admission: list[Any] = []
+        self.after_defaults: list[Callable[[ResourceType, dict[str, Any]], None]] = []   # create-time, post-reset
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def schema_of(self, rt: ResourceType) -> dict[str, Any] | None:
@@ -216,12 +219,26 @@ class Registry:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339(self.clock)
         strategy.prepare_for_create(rt, obj)
+        await self._check_namespace(rt, namespace, meta["name"])   # NamespaceLifecycle: the first admission step
+        for plugin in self.admission:
+            await plugin.admit(rt, obj, None)
         if rt.definition is not None:
             defaulting.apply_defaults(rt, obj)
             defaulting.prepare_for_create(rt, obj)
+        for step in self.after_defaults:
+            step(rt, obj)
         validation.validate_create(rt, obj)
-        await self._check_namespace(rt, namespace, meta["name"])
-        await quota.admit(self, rt, obj)
+        held = await quota.admit(self, rt, obj)   # the namespace's quota lock, when a quota applies
+        try:
+            return await self._write_new(rt, namespace, obj, dry_run=dry_run, manager=manager, managed=managed)
+        finally:
+            if held is not None:
+                held.release()   # only now: the next create in the namespace counts this one
+
+    async def _write_new(self, rt: ResourceType, namespace: str | None, obj: dict[str, Any], *, dry_run: bool,
+                         manager: str, managed: bool) -> dict[str, Any]:
+        """The store write of `create`, once the object is admitted, defaulted and valid."""
+        meta = obj["metadata"]
         key = object_key(rt, namespace, meta["name"])
         if dry_run:
             if await self.store.get(key) is not None:
@@ -293,6 +310,9 @@ class Registry:
                 new_meta["namespace"] = namespace
             new["apiVersion"], new["kind"] = rt.api_version, rt.kind
             strategy.prepare_for_update(rt, new, old, subresource)
+            if subresource == "":
+                for plugin in self.admission:
+                    await plugin.admit(rt, new, old)
             if rt.definition is not None and subresource != "status":
                 defaulting.apply_defaults(rt, new)
                 if subresource == "":

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 ANONYMOUS_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+SYSTEM_PRIORITY_CLASSES = (
+    ("system-node-critical", 2000001000,
+     "Used for system critical pods that must not be moved from their current node."),
+    ("system-cluster-critical", 2000000000, "Used for system critical pods that must run in the cluster, but can be "
+                                            "moved to another node if necessary."),
+)
 
 
 @dataclasses.dataclass
@@ -45,6 +51,10 @@ class ServerConfig:
     event_ttl: float = 3600.0
     watch_cache_size: int = 10_000
     default_toleration_seconds: int = 300
+    # kates.apiserver.admission. ServiceAccount admission needs the serviceaccount controller's `default` accounts:
+    # `kates server` adds it when it runs that controller; an APIServer embedded alone goes without
+    admission_plugins: tuple[str, ...] = ("LimitRanger", "Priority")
+    service_account_key_file: str | None = None   # ServiceAccount token signing key (kates.apiserver.tokens)
 
 
 def version_info() -> dict[str, str]:
@@ -64,6 +74,12 @@ class APIServer:
         self.allocator = ServiceAllocator(store, self.config.service_cidr, self.config.node_port_range)
         self.registry = Registry(store, self.cache, self.catalog, self.allocator, event_ttl=self.config.event_ttl)
         self.handlers = ResourceHandlers(self.registry, self.cache)
+        from .podproxy import PodProxy
+        self.podproxy = PodProxy(self.registry, self.catalog)   # .tls: PKI.kubelet_client_context(), set by the caller
+        from . import admission
+        self.registry.admission = admission.build(self.registry, self.config.admission_plugins)
+        self.registry.after_defaults.extend(admission.build_after_defaults(self.registry,
+                                                                           self.config.admission_plugins))
         from ..api.validation import services as service_validation
         service_validation.NODE_PORT_RANGE = self.config.node_port_range   # one range per process, as flags are
         from ..api.defaulting import pods as pod_defaulting
@@ -73,9 +89,14 @@ class APIServer:
         self.ready = False
         self._runner: web.AppRunner | None = None
         self.tokens: dict[str, str] = {}
+        self.sa_tokens: Any = None   # kates.apiserver.tokens.ServiceAccountTokens, once started with a key file
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self, ssl_context: ssl.SSLContext | None) -> None:
+        if self.config.service_account_key_file:
+            from .tokens import ServiceAccountTokens, load_or_create_key
+            key = await asyncio.to_thread(load_or_create_key, Path(self.config.service_account_key_file))
+            self.sa_tokens = ServiceAccountTokens(self.registry, key)
         await self.cache.start()
         await self.crds.start()
         await self.bootstrap()
@@ -91,6 +112,7 @@ class APIServer:
         self.ready = False
         await self.crds.stop()
         await self.cache.stop()    # ends every watch stream, so the HTTP shutdown does not wait on them
+        await self.podproxy.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -102,6 +124,15 @@ class APIServer:
             if await self.store.get(object_key(ns_rt, None, name)) is None:
                 try:
                     await self.registry.create(ns_rt, None, {"metadata": {"name": name}}, manager="kates")
+                except errors.AlreadyExists:
+                    pass
+        # the built-in PriorityClasses, as kube-apiserver's scheduling post-start hook makes them
+        pc_rt = self.catalog.lookup("scheduling.k8s.io", "v1", "priorityclasses")
+        for name, value, description in SYSTEM_PRIORITY_CLASSES:
+            if pc_rt is not None and await self.store.get(object_key(pc_rt, None, name)) is None:
+                try:
+                    await self.registry.create(pc_rt, None, {"metadata": {"name": name}, "value": value,
+                                                             "description": description}, manager="kates")
                 except errors.AlreadyExists:
                     pass
         svc_rt = self.catalog.lookup("", "v1", "services")
@@ -137,7 +168,14 @@ class APIServer:
         """The user a request comes from: a bearer token from the token file, or a client certificate's CN."""
         auth = request.headers.get("Authorization")
         if auth and auth.startswith("Bearer "):
-            return self.tokens.get(auth[7:].strip())
+            token = auth[7:].strip()
+            user = self.tokens.get(token)
+            if user is None and self.sa_tokens is not None:
+                info = self.sa_tokens.authenticate(token)
+                if info is not None:
+                    request["user"] = info   # groups and extra, for whatever authorizes or audits later
+                    return info.username
+            return user
         transport = request.transport
         if transport is None:
             return None
@@ -257,6 +295,15 @@ class APIServer:
                     return await h.patch(request, t)
             if sub == "eviction" and method == "POST":
                 return await h.delete(request, t)
+            from .podproxy import serve_subresource
+            proxied = await serve_subresource(self.podproxy, request, t)
+            if proxied is not None:
+                return proxied
+            if sub == "token" and method == "POST" and rt.resource == "serviceaccounts" and self.sa_tokens:
+                assert t.namespace is not None and t.name is not None
+                body = rq.decode_object(await rq.read_body(request), rq.content_type(request))
+                issued = await self.sa_tokens.token_request(t.namespace, t.name, body)
+                return json_response(issued, 201)
             raise errors.MethodNotAllowed(f"{method} is not supported on {rt.resource}/{sub} yet")
         if t.name is None:
             if method == "GET":

@@ -31,6 +31,7 @@ CONTROLLERS: dict[str, str] = {
     "cronjob": "kates.controllers.cronjob:CronJobController",
     "endpoints": "kates.controllers.endpoints:EndpointsController",
     "endpointslice": "kates.controllers.endpointslice:EndpointSliceController",
+    "nodeipam": "kates.controllers.nodeipam:NodeIPAMController",
     "nodelifecycle": "kates.controllers.nodelifecycle:NodeLifecycleController",
     "podgc": "kates.controllers.podgc:PodGCController",
     "horizontalpodautoscaler": "kates.controllers.horizontalpodautoscaler:HorizontalPodAutoscalerController",

@@ -26,10 +26,8 @@ Hollow-only test hooks (nothing else in kates reads them):
 from __future__ import annotations
 
 import asyncio
-import calendar
 import collections
 import dataclasses
-import datetime
 import hashlib
 import logging
 import platform
@@ -45,6 +43,9 @@ from ..client.rest import Client, object_key, resource
 from ..client.workqueue import RateLimiter, WorkQueue
 from ..runtime import fake
 from ..runtime.fake import ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, FakeRuntime
+from .status import (KUBELET_VERSION, LEASE_NAMESPACE, TERMINAL_PHASES, _volume_mounts,  # noqa: F401 (re-exported)
+                     _with_transition_times, init_incomplete, micro_time, node_conditions, node_healthy,
+                     others_conditions, parse_time, pod_conditions, pod_phase, restarts, rfc3339, status_changed)
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,11 @@ STOPPED_ANNOTATION = "kates.io/hollow-stopped"
 IGNORE_SIGTERM_ANNOTATION = "kates.io/hollow-ignore-sigterm"
 RUN_SECONDS_ANNOTATION = fake.RUN_SECONDS_ANNOTATION
 EXIT_CODE_ANNOTATION = fake.EXIT_CODE_ANNOTATION
-LEASE_NAMESPACE = "kube-node-lease"
-KUBELET_VERSION = "v1.32.0"
-KUBELET_OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
-TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_NODES = (255 - 200) * 256     # podCIDRs 10.200.0.0/24 .. 10.254.255.0/24; 10.255/16 holds the node addresses
 
 NODES = resource("nodes")
 PODS = resource("pods")
 LEASES = resource("leases.coordination.k8s.io")
-
-NODE_CONDITIONS = (
-    ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-    ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-    ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-)
 
 
 @dataclasses.dataclass
@@ -94,24 +84,6 @@ class HollowConfig:
 
 # -- small helpers -----------------------------------------------------------------------------------------------
 
-def rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def micro_time(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(value: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 3339 UTC time ("2026-01-01T00:00:00Z"; fractions ignored)."""
-    if not value:
-        return None
-    try:
-        return float(calendar.timegm((int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                                      int(value[14:16]), int(value[17:19]), 0, 0, 0)))
-    except ValueError:
-        return None
-
 
 def node_internal_ip(index: int) -> str:
     """A label-only address in 10.255.0.0/16: hollow nodes never receive traffic."""
@@ -125,10 +97,6 @@ def node_pod_cidr(index: int) -> str:
 
 def _annotation(obj: Obj, name: str) -> str:
     return (obj["metadata"].get("annotations") or {}).get(name, "")
-
-
-def _condition(obj: Obj, type_: str) -> Obj | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
 
 
 class Retry(Exception):
@@ -158,25 +126,6 @@ class HollowNode:
     @property
     def active(self) -> bool:
         return bool(self.uid) and not self.stopped and not self.gone
-
-
-def node_conditions(now: float, previous: list[Obj] | None = None) -> list[Obj]:
-    stamp = rfc3339(now)
-    old = {c.get("type"): c for c in previous or []}
-    out = []
-    for type_, status, reason, message in NODE_CONDITIONS:
-        prev = old.get(type_)
-        transition = prev.get("lastTransitionTime") if prev and prev.get("status") == status else None
-        out.append({"type": type_, "status": status, "lastHeartbeatTime": stamp,
-                    "lastTransitionTime": transition or stamp, "reason": reason, "message": message})
-    return out
-
-
-def node_healthy(node: Obj) -> bool:
-    """What this kubelet posted is still there: Ready True, no pressure."""
-    want = {t: s for t, s, _, _ in NODE_CONDITIONS}
-    have = {c.get("type"): c.get("status") for c in (node.get("status") or {}).get("conditions") or []}
-    return all(have.get(t) == s for t, s in want.items())
 
 
 def node_status(hn: HollowNode, cfg: HollowConfig, now: float, boot_id: str) -> Obj:
@@ -234,10 +183,6 @@ class PodRecord:
     finished: bool = False     # terminal status written, sandbox stopped
 
 
-def restarts(policy: str, exit_code: int) -> bool:
-    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-
-
 def backoff_delay(cfg: HollowConfig, attempt: int) -> float:
     return min(cfg.restart_backoff * (2 ** attempt), cfg.restart_backoff_cap)
 
@@ -252,17 +197,6 @@ def _terminated(cs: ContainerStatus) -> Obj:
         out["startedAt"] = rfc3339(cs.started_at)
     out["finishedAt"] = rfc3339(cs.finished_at)
     out["containerID"] = f"fake://{cs.id}"
-    return out
-
-
-def _volume_mounts(ctr: Obj) -> list[Obj]:
-    out = []
-    for m in ctr.get("volumeMounts") or []:
-        entry = {"name": m.get("name"), "mountPath": m.get("mountPath")}
-        if m.get("readOnly"):
-            entry["readOnly"] = True
-            entry["recursiveReadOnly"] = "Disabled"
-        out.append(entry)
     return out
 
 
@@ -319,89 +253,6 @@ def container_status(ctr: Obj, view: PodView, prev_api: Obj | None, now: float, 
     return out, wake
 
 
-def init_incomplete(spec: Obj, init_statuses: list[Obj]) -> list[str]:
-    """Init containers still holding the pod back: not yet exited 0 (sidecars: not yet started)."""
-    sidecars = {c["name"] for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"}
-    out = []
-    for s in init_statuses:
-        done = s["started"] if s["name"] in sidecars else \
-            s["state"].get("terminated", {}).get("exitCode", -1) == 0
-        if not done:
-            out.append(s["name"])
-    return out
-
-
-def pod_phase(pod: Obj, init_statuses: list[Obj], statuses: list[Obj], initialized: bool) -> str:
-    """The kubelet's getPhase, for a pod that is not being deleted."""
-    policy = pod["spec"].get("restartPolicy", "Always")
-    if not initialized:
-        failed_init = any(s["state"].get("terminated", {}).get("exitCode", 0) != 0 for s in init_statuses)
-        return "Failed" if failed_init and policy == "Never" else "Pending"
-    running = waiting = stopped = succeeded = 0
-    for cs in statuses:
-        state = cs["state"]
-        if "running" in state:
-            running += 1
-        elif "terminated" in state:
-            stopped += 1
-            succeeded += state["terminated"]["exitCode"] == 0
-        elif cs.get("lastState", {}).get("terminated"):
-            stopped += 1   # waiting to restart after an exit
-        else:
-            waiting += 1
-    if waiting:
-        return "Pending"
-    if running:
-        return "Running"
-    if policy == "Always":
-        return "Running"
-    if policy == "OnFailure":
-        return "Succeeded" if stopped == succeeded else "Running"
-    return "Succeeded" if stopped == succeeded else "Failed"
-
-
-def _cond(type_: str, ok: bool, reason: str = "", message: str = "") -> Obj:
-    c: Obj = {"type": type_, "status": "True" if ok else "False"}
-    if reason:
-        c["reason"] = reason
-    if message:
-        c["message"] = message
-    return c
-
-
-def pod_conditions(pod: Obj, phase: str, sandbox_ready: bool, incomplete: list[str],
-                   statuses: list[Obj]) -> list[Obj]:
-    terminal = phase in TERMINAL_PHASES
-    unready = [s["name"] for s in statuses if not s["ready"]]
-    initialized = _cond("Initialized", not incomplete, "PodCompleted" if terminal and not incomplete else
-                        "ContainersNotInitialized" if incomplete else "",
-                        f"containers with incomplete status: [{' '.join(incomplete)}]" if incomplete else "")
-    if terminal:
-        containers_ready = _cond("ContainersReady", False, "PodCompleted")
-        ready = _cond("Ready", False, "PodCompleted")
-    else:
-        message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
-        containers_ready = _cond("ContainersReady", not unready, "ContainersNotReady" if unready else "", message)
-        gates = [g.get("conditionType") for g in pod["spec"].get("readinessGates") or []]
-        missing = [g for g in gates if (_condition(pod, g) or {}).get("status") != "True"]
-        if unready:
-            ready = _cond("Ready", False, "ContainersNotReady", message)
-        elif missing:
-            ready = _cond("Ready", False, "ReadinessGatesNotReady",
-                          f"corresponding condition of pod readiness gate \"{missing[0]}\" does not exist.")
-        else:
-            ready = _cond("Ready", True)
-    return [_cond("PodReadyToStartContainers", sandbox_ready and not terminal), initialized, ready, containers_ready]
-
-
-def _with_transition_times(new: list[Obj], pod: Obj, now: float) -> list[Obj]:
-    for c in new:
-        old = _condition(pod, c["type"])
-        keep = old is not None and old.get("status") == c["status"] and old.get("lastTransitionTime")
-        c["lastTransitionTime"] = old["lastTransitionTime"] if keep else rfc3339(now)
-    return new
-
-
 def build_pod_status(pod: Obj, hn: HollowNode, view: PodView, sandbox_ip: str, sandbox_ready: bool,
                      now: float) -> tuple[Obj, float | None]:
     """The part of a pod's status this kubelet owns, and when it next changes by itself."""
@@ -433,21 +284,6 @@ def build_pod_status(pod: Obj, hn: HollowNode, view: PodView, sandbox_ip: str, s
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
     return status, (min(wakes) if wakes else None)
-
-
-def others_conditions(pod: Obj, now: float) -> list[Obj]:
-    """The conditions this kubelet does not own, as last seen (PodScheduled added if the binder did not)."""
-    old = (pod.get("status") or {}).get("conditions") or []
-    out = [c for c in old if c.get("type") not in KUBELET_OWNED_CONDITIONS]
-    if not any(c.get("type") == "PodScheduled" for c in out):
-        out.insert(0, {"type": "PodScheduled", "status": "True", "lastTransitionTime": rfc3339(now)})
-    return out
-
-
-def status_changed(pod: Obj, status: Obj) -> bool:
-    """Whether patching `status` would change the pod."""
-    old = pod.get("status") or {}
-    return any(old.get(key) != value for key, value in status.items())
 
 
 def container_config(pod: Obj, ctr: Obj, attempt: int, cfg: HollowConfig, init: bool) -> ContainerConfig:

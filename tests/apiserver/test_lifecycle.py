@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from conftest import ROOT, Kubectl, Server
+from harness import ROOT, Kubectl, Server
 
 
 def test_restart_keeps_every_object_and_identity(tmp_path):

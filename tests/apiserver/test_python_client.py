@@ -106,7 +106,7 @@ def test_watch_sees_live_events_with_selectors(core, namespace):
 
 def test_too_old_resource_version_is_410(tmp_path):
     """A watch from before the watch cache's history gets 410 Expired; the client raises it as ApiException."""
-    from conftest import Server
+    from harness import Server
     from kubernetes import config
     small = Server(tmp_path / "data", extra=["--watch-cache-size", "5", "--disable-controllers",
                                              "--disable-scheduler"])
@@ -226,7 +226,7 @@ def test_delete_collection_by_label(core, namespace):
 
 def test_events_expire_after_their_ttl(tmp_path):
     import time
-    from conftest import Server
+    from harness import Server
     from kubernetes import config
     short = Server(tmp_path / "data", extra=["--event-ttl", "1", "--disable-controllers", "--disable-scheduler"])
     short.start()

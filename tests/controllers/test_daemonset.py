@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 from kates.api import errors
 from kates.client.rest import Client, resource
 from kates.controllers.daemonset import node_should_run_daemon_pod, with_daemon_tolerations, with_node_affinity

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 from test_endpoints import make_pod, set_ready, wait_for
 
 SLICE_LABELS = "kubernetes.io/service-name={},endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 from test_endpoints import wait_for
 
 from kates.controllers.horizontalpodautoscaler import (HorizontalPodAutoscalerController, PodMetric, ScaleEvent,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import ROOT, Kubectl, Server
+from harness import ROOT, Kubectl, Server
 from kates.controllers.nodelifecycle import desired_taints, eviction_time, tolerates
 
 GRACE = 2.0

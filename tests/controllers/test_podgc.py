@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 from test_nodelifecycle import GRACE, Hollow, lifecycle_server, ready_condition, stop_agent, wait_for
 
 THRESHOLD = 3

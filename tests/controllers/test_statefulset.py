@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 from kates.api import errors
 from kates.client.rest import Client, resource
 from kates.controllers import history

@@ -13,7 +13,7 @@ from unittest import mock
 
 import pytest
 
-from conftest import ROOT, Kubectl, Server
+from harness import ROOT, Kubectl, Server
 
 from test_scheduler_e2e import create, node, placement, pod
 

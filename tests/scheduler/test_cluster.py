@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import Kubectl
+from harness import Kubectl
 
 
 def test_deployment_pods_are_scheduled_on_hollow_nodes(cluster_kubectl: Kubectl, cluster_ns: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import Server
+from harness import Server
 from kates.client.rest import Client, resource
 from kates.scheduler.framework import bin_packing_profile, default_profile
 from kates.scheduler.scheduler import Scheduler

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import Kubectl, Server
+from harness import Kubectl, Server
 
 GROUP = "kates.test/group"
 
