@@ -36,12 +36,12 @@ class Node(Server):  # type: ignore[misc,valid-type]
 
     agent = True
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, runtime: str = "cri") -> None:
         n = random.randint(100, 250)
         self.pod_cidr = f"10.244.{n}.0/24"
         self.node_name = f"kn-{n}-{uuid.uuid4().hex[:6]}"
         self.kubelet_port = free_port()
-        super().__init__(data_dir, extra=["--runtime", "cri", "--node-name", self.node_name,
+        super().__init__(data_dir, extra=["--runtime", runtime, "--node-name", self.node_name,
                                           "--pod-cidr", self.pod_cidr, "--kubelet-port", str(self.kubelet_port)])
 
     @property
