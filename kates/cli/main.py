@@ -52,8 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--enable-admission-plugins", default="",
                    help="admission plugins to run besides the defaults (LimitRanger, Priority, ServiceAccount)")
     s.add_argument("--disable-admission-plugins", default="", help="default admission plugins not to run")
+    s.add_argument("--disable-ingress", action="store_true",
+                   help="do not run the Ingress controller (it runs with the node agent otherwise)")
+    s.add_argument("--ingress-http-port", type=int, default=80, help="the Ingress controller's HTTP port")
+    s.add_argument("--ingress-https-port", type=int, default=443, help="the Ingress controller's HTTPS port")
+    s.add_argument("--disable-network-policy", action="store_true",
+                   help="do not enforce NetworkPolicies on this node (they are enforced with nftables otherwise)")
     s.add_argument("--disable-agent", action="store_true",
                    help="do not run the node agent (this machine is then not a node of the cluster)")
+    s.add_argument("--disable-proxy", action="store_true", help="do not run kube-proxy (`kates proxy`) on this node")
+    s.add_argument("--proxy-backend", default="nftables", choices=("nftables", "iptables"))
+    s.add_argument("--lb-pool", default="", help="addresses for LoadBalancer Services (CIDRs or IPs, comma-"
+                                                 "separated; default: the node addresses)")
+    s.add_argument("--disable-dns", action="store_true",
+                   help="do not run the cluster DNS (it runs with the node agent otherwise, as kube-system/kube-dns "
+                        "at the 10th address of the service CIDR)")
     _node_args(s)
     s.add_argument("-v", "--verbose", action="store_true")
     a = sub.add_parser("agent", help="run the node agent (kubelet) against an API server")
@@ -88,6 +101,29 @@ def _parser() -> argparse.ArgumentParser:
     hn.add_argument("--count", type=int, default=1)
     hn.add_argument("--prefix", default="hollow-")
     hn.add_argument("-v", "--verbose", action="store_true")
+    px = sub.add_parser("proxy", help="run kube-proxy (Services: ClusterIP, NodePort, LoadBalancer) for a node")
+    px.add_argument("--kubeconfig", required=True)
+    px.add_argument("--node-name", default="", help="this node's name (default: the hostname)")
+    px.add_argument("--node-ip", default="", help="this node's address (default: the default route's address)")
+    px.add_argument("--backend", default="nftables", choices=("nftables", "iptables"))
+    px.add_argument("--table", default="kates-proxy",
+                    help="nft table (nftables) or chain prefix (iptables) holding this proxy's rules")
+    px.add_argument("--service-cidr", default="10.96.0.0/12")
+    px.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod addresses: other sources are masqueraded")
+    px.add_argument("--min-sync-period", type=float, default=0.05, help="seconds between rule syncs, at least")
+    px.add_argument("--lb-pool", default="", help="addresses for LoadBalancer Services (default: node addresses)")
+    px.add_argument("--disable-servicelb", action="store_true", help="leave LoadBalancer status to someone else")
+    px.add_argument("-v", "--verbose", action="store_true")
+    ing = sub.add_parser("ingress", help="run the Ingress controller (IngressClass kates) against an API server")
+    from ..ingress.main import add_arguments as ingress_arguments
+    ingress_arguments(ing)
+    np = sub.add_parser("network-policy", help="enforce NetworkPolicies for this node's pods with nftables")
+    np.add_argument("--kubeconfig", required=True)
+    np.add_argument("--node-name", default="", help="the Node whose pods to protect (default: the hostname)")
+    np.add_argument("-v", "--verbose", action="store_true")
+    dn = sub.add_parser("dns", help="run the cluster DNS server against an API server")
+    from ..dns.main import add_arguments as dns_arguments
+    dns_arguments(dn)
     sub.add_parser("images", help="images of this node's containerd: import FILE.tar, ls, rm REF", add_help=False)
     k = sub.add_parser("kubectl", help="run kubectl with this cluster's admin kubeconfig", add_help=False)
     k.add_argument("--data-dir", type=Path, default=None)
@@ -141,6 +177,23 @@ def main(argv: list[str] | None = None) -> int:
                               election=scheduler.election_from_args(args))
     if args.command == "agent":
         return run_agent(args)
+    if args.command == "proxy":
+        from ..kubelet.agent import default_node_ip
+        from ..proxy import main as proxy
+        return proxy.main(args.kubeconfig, args.node_name or socket.gethostname().lower(),
+                          args.node_ip or default_node_ip(), backend_name=args.backend, table=args.table,
+                          service_cidr=args.service_cidr, cluster_cidr=args.cluster_cidr,
+                          min_sync_period=args.min_sync_period, lb_pool=args.lb_pool,
+                          servicelb=not args.disable_servicelb)
+    if args.command == "ingress":
+        from ..ingress.main import main as ingress_main
+        return ingress_main(args)
+    if args.command == "network-policy":
+        from ..proxy import networkpolicy
+        return networkpolicy.main(args.kubeconfig, args.node_name or socket.gethostname().lower())
+    if args.command == "dns":
+        from ..dns.main import main as dns_main
+        return dns_main(args)
     if args.command == "hollow-nodes":
         from ..kubelet import hollow
         return hollow.main(args.kubeconfig, args.count, args.prefix)
@@ -193,7 +246,8 @@ def _agent_child(args: argparse.Namespace, kubeconfig: Path, data_dir: Path, pki
     node_ip = args.node_ip or default_node_ip()
     extra = ["--node-name", node_name, "--node-ip", node_ip, "--kubelet-port", str(args.kubelet_port),
              "--runtime", args.runtime, "--client-ca-file", str(pki.ca_cert), "--cluster-domain", args.cluster_domain]
-    for flag, value in (("--pod-cidr", args.pod_cidr), ("--cluster-dns", args.cluster_dns),
+    cluster_dns = args.cluster_dns or _cluster_dns(args)
+    for flag, value in (("--pod-cidr", args.pod_cidr), ("--cluster-dns", cluster_dns),
                         ("--container-runtime-endpoint", args.container_runtime_endpoint)):
         if value:
             extra += [flag, value]
@@ -202,6 +256,14 @@ def _agent_child(args: argparse.Namespace, kubeconfig: Path, data_dir: Path, pki
         extra += ["--tls-cert-file", str(cert), "--tls-private-key-file", str(key)]
     return Child("agent", ["agent", "--kubeconfig", str(kubeconfig), "--data-dir", str(data_dir / "node"), *extra]
                  + (["-v"] if args.verbose else []))
+
+
+def _cluster_dns(args: argparse.Namespace) -> str:
+    """The kube-dns Service address pods are told to use, when this server runs the cluster DNS."""
+    if getattr(args, "disable_dns", True) or args.disable_agent:
+        return ""
+    from ..dns.addon import cluster_dns_ip
+    return cluster_dns_ip(args.service_cidr)
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -233,6 +295,33 @@ def _children(args: argparse.Namespace, kubeconfig: Path) -> list["Child"]:
         children.append(Child("scheduler", ["scheduler", *common, *extra]))
     if args.hollow_nodes:
         children.append(Child("hollow-nodes", ["hollow-nodes", *common, "--count", str(args.hollow_nodes)]))
+    if not args.disable_proxy and not args.disable_agent and os.geteuid() != 0:
+        logging.getLogger("kates").warning("not root: no kube-proxy, Services have no virtual addresses here")
+    elif not args.disable_proxy and not args.disable_agent:
+        # kube-proxy runs on every node; a test cluster named by --node-name gets rules of its own
+        table = f"kates-proxy-{args.node_name}" if args.node_name else "kates-proxy"
+        children.append(Child("proxy", ["proxy", *common, "--node-name",
+                                        args.node_name or socket.gethostname().lower(), "--backend",
+                                        args.proxy_backend, "--table", table, "--service-cidr", args.service_cidr,
+                                        "--cluster-cidr", args.cluster_cidr,
+                                        *(["--node-ip", args.node_ip] if args.node_ip else []),
+                                        *(["--lb-pool", args.lb_pool] if args.lb_pool else [])]))
+    if not args.disable_ingress and not args.disable_agent:
+        # the Ingress controller is this node's HTTP(S) entry point: it runs where the node agent runs
+        children.append(Child("ingress", ["ingress", *common, "--http-port", str(args.ingress_http_port),
+                                          "--https-port", str(args.ingress_https_port),
+                                          *(["--node-ip", args.node_ip] if args.node_ip else [])]))
+    if not args.disable_network_policy and not args.disable_agent and args.runtime in ("auto", "cri"):
+        # NetworkPolicies are enforced where the pods run: nftables rules for this node's pods
+        children.append(Child("network-policy", ["network-policy", *common, "--node-name",
+                                                 args.node_name or socket.gethostname().lower()]))
+    if not args.disable_dns and not args.disable_agent:
+        # the cluster DNS listens on this node's address (port 53, or a free one if taken) and publishes itself
+        # behind kube-system/kube-dns; kube-proxy carries 10.96.0.10:53 to it
+        from ..kubelet.agent import default_node_ip
+        children.append(Child("dns", ["dns", *common, "--listen", f"{args.node_ip or default_node_ip()}:53",
+                                      "--service-ip", _cluster_dns(args), "--cluster-domain", args.cluster_domain,
+                                      "--node-name", args.node_name or socket.gethostname().lower()]))
     return children
 
 

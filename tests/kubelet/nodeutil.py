@@ -42,7 +42,10 @@ class Node(Server):  # type: ignore[misc,valid-type]
         self.node_name = f"kn-{n}-{uuid.uuid4().hex[:6]}"
         self.kubelet_port = free_port()
         super().__init__(data_dir, extra=["--runtime", runtime, "--node-name", self.node_name,
-                                          "--pod-cidr", self.pod_cidr, "--kubelet-port", str(self.kubelet_port)])
+                                          "--pod-cidr", self.pod_cidr, "--kubelet-port", str(self.kubelet_port),
+                                          # ports 80/443 belong to the machine's own cluster; tests/ingress runs
+                                          # its own controller on free ports
+                                          "--disable-ingress"])
 
     @property
     def agent_dir(self) -> Path:
