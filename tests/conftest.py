@@ -6,6 +6,7 @@ from typing import Any, Iterator
 import pytest
 
 from harness import Kubectl, Server
+from nodeutil import node, node_cri, node_kubectl, node_ns  # noqa: F401  (one real node per session, for every directory)
 
 
 @pytest.fixture(scope="session")

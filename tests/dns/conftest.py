@@ -11,10 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "kubelet"))
-
-from harness import ROOT, Kubectl, Server  # noqa: E402
-from nodeutil import node, node_cri, node_kubectl, node_ns  # noqa: E402,F401 (fixtures)
+from harness import ROOT, Kubectl, Server
 
 OUTSIDE = {"outside.example.": "203.0.113.7", "target.example.": "203.0.113.8"}
 

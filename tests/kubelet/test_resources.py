@@ -12,7 +12,7 @@ import pytest
 from kates.kubelet.dns import dns_config, parse_resolv_conf
 from kates.kubelet.resources import linux_resources, pod_cgroup_parent, qos_class, remove_pod_cgroup
 from kates.runtime.interface import DNSConfig, LinuxResources
-from nodeutil import BUSYBOX, wait_for
+from nodeutil import BUSYBOX
 from test_envvars import cri_exec
 
 GI = 1 << 30
@@ -211,15 +211,14 @@ async def test_limits_qos_and_dns_in_real_containers(node_kubectl: Any, node_ns:
     uid = fixed["metadata"]["uid"]
     cgroups = await cat("fixed", "/proc/self/cgroup")
     assert f":/kubepods/pod{uid}/" in cgroups, cgroups
-    # DNS: dnsConfig exactly; ClusterFirst without a cluster DNS address falls back to the host's resolvers
+    # DNS: dnsConfig exactly; ClusterFirst points at the cluster DNS (`kates server` passes the 10th service address)
     resolv = await cat("elastic", "/etc/resolv.conf")
     assert "nameserver 192.0.2.53" in resolv and "search my.example" in resolv and "ndots:2" in resolv
-    host_servers = parse_resolv_conf(Path("/etc/resolv.conf").read_text())[0]
     fixed_resolv = await cat("fixed", "/etc/resolv.conf")
-    assert [line.split()[1] for line in fixed_resolv.splitlines() if line.startswith("nameserver")] == host_servers
-    wait_for("the MissingClusterDNS event", lambda: any(
-        e["reason"] == "MissingClusterDNS" for e in k.json("get", "events", "-n", ns, "--field-selector",
-                                                           "involvedObject.name=fixed")["items"]), timeout=15)
+    assert [line.split()[1] for line in fixed_resolv.splitlines() if line.startswith("nameserver")] == ["10.96.0.10"]
+    assert f"search {node_ns}.svc.cluster.local svc.cluster.local cluster.local" in fixed_resolv
+    assert not any(e["reason"] == "MissingClusterDNS" for e in k.json(
+        "get", "events", "-n", ns, "--field-selector", "involvedObject.name=fixed")["items"])
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.isdir("/sys/fs/cgroup/memory"), reason="needs root and cgroup v1")

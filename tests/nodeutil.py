@@ -6,9 +6,7 @@ pod is deleted through the API (the agent removes the containers before the pods
 removed. Tests that need the node skip when this machine cannot run containers (no root or no containerd).
 
 Fixtures: `node`, `node_kubectl`, `node_ns` (a fresh namespace per test) and `node_cri` (a CRI client to the node's
-containerd, to look at what really runs). They live here, not in a conftest, so that any test directory can use them:
-`from nodeutil import node, node_kubectl, node_ns, node_cri` with tests/kubelet on sys.path, as
-tests/kubelet/conftest.py does.
+containerd, to look at what really runs), registered once by tests/conftest.py so every directory shares one node.
 """
 from __future__ import annotations
 
@@ -122,6 +120,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         leftovers = asyncio.run(_drain_runtime(n.containerd_socket, timeout=30))
         n.stop()
         subprocess.run(["ip", "link", "delete", _bridge(n.agent_dir)], capture_output=True, check=False)
+        _unmount_below(n.data_dir)
         assert not leftovers, f"sandboxes the agent left behind (removed by the fixture): {leftovers}"
 
 
@@ -151,6 +150,16 @@ async def _drain_runtime(socket: Path, timeout: float) -> list[str]:
         return names
     finally:
         await runtime.close()
+
+
+def _unmount_below(directory: Path) -> None:
+    """Volume mounts (tmpfs of projected volumes) of pods still terminating when the node stopped would keep the
+    test's temporary directory from being removed."""
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _bridge(agent_dir: Path) -> str:
