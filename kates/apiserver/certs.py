@@ -155,7 +155,8 @@ class PKI:
         _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # Client certificates count only when the cluster CA signed them (a default context trusts public CAs too).
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.server_cert, self.server_key)
         ctx.load_verify_locations(self.ca_cert)
         ctx.verify_mode = ssl.CERT_OPTIONAL

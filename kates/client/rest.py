@@ -69,14 +69,17 @@ class Connection:
         ctx = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
-        sslctx = ssl.create_default_context()
         ca_data = None
         if "certificate-authority-data" in cluster:
             ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode()
         elif "certificate-authority" in cluster:
             ca_data = Path(cluster["certificate-authority"]).read_text()
         if ca_data:
+            # as kubectl: the kubeconfig's CA alone vouches for the server (and the system bundle is not loaded)
+            sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             sslctx.load_verify_locations(cadata=ca_data)
+        else:
+            sslctx = ssl.create_default_context()
         if cluster.get("insecure-skip-tls-verify"):
             sslctx.check_hostname = False
             sslctx.verify_mode = ssl.CERT_NONE

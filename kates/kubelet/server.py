@@ -269,7 +269,8 @@ class KubeletServer:
         self.port = 0
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # Only the cluster CA vouches for callers: a default context would also trust every public CA's certificates.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.tls_cert, self.tls_key)
         ctx.load_verify_locations(self.client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
