@@ -39,9 +39,11 @@ def summarize(seconds: list[float]) -> dict[str, float]:
 
 
 async def bare_cri_startup(endpoint: str, n: int, *, log_dir: str, concurrency: int = 1,
-                           cgroup_parent: str = "/kates/bench", cleanup: bool = True) -> list[float]:
+                           cgroup_parent: str = "/kates/bench", cleanup: bool = True,
+                           tolerate_errors: bool = False) -> list[float]:
     """Start `n` one-container pods through the CRI alone; seconds from RunPodSandbox to StartContainer's answer
-    for each. Pods are stopped and removed afterwards unless `cleanup` is false."""
+    for each. Pods are stopped and removed afterwards unless `cleanup` is false. With `tolerate_errors` a pod whose
+    calls fail (a kubelet on the same runtime removed it as a stranger) is left out of the times."""
     channel = grpc.aio.insecure_channel(endpoint if "://" in endpoint else "unix://" + endpoint)
     rt = api_pb2_grpc.RuntimeServiceStub(channel)
     sandboxes: list[str] = []
@@ -57,22 +59,33 @@ async def bare_cri_startup(endpoint: str, n: int, *, log_dir: str, concurrency: 
                 hostname=name, log_directory=os.path.join(log_dir, f"bench_{name}_{uid}"),
                 linux=api_pb2.LinuxPodSandboxConfig(cgroup_parent=f"{cgroup_parent}/pod{uid}"))
             started = time.perf_counter()
-            sid = (await rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config))).pod_sandbox_id
-            sandboxes.append(sid)
-            cid = (await rt.CreateContainer(api_pb2.CreateContainerRequest(
-                pod_sandbox_id=sid, sandbox_config=config, config=api_pb2.ContainerConfig(
-                    metadata=api_pb2.ContainerMetadata(name="main"), image=api_pb2.ImageSpec(image=IMAGE),
-                    command=["sleep", "3600"], log_path="main/0.log")))).container_id
-            await rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+            try:
+                sid = (await rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config))).pod_sandbox_id
+                sandboxes.append(sid)
+                cid = (await rt.CreateContainer(api_pb2.CreateContainerRequest(
+                    pod_sandbox_id=sid, sandbox_config=config, config=api_pb2.ContainerConfig(
+                        metadata=api_pb2.ContainerMetadata(name="main"), image=api_pb2.ImageSpec(image=IMAGE),
+                        command=["sleep", "3600"], log_path="main/0.log")))).container_id
+                await rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+            except grpc.aio.AioRpcError:
+                if not tolerate_errors:
+                    raise
+                return
             times.append(time.perf_counter() - started)
+
+    async def remove(sid: str) -> None:
+        try:
+            await rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+            await rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
+        except grpc.aio.AioRpcError as e:    # already gone (a kubelet on the same runtime removes strangers)
+            if e.code() != grpc.StatusCode.NOT_FOUND and not tolerate_errors:
+                raise
 
     try:
         await asyncio.gather(*(one(i) for i in range(n)))
     finally:
         if cleanup:
-            for sid in sandboxes:
-                await rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
-                await rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
+            await asyncio.gather(*(remove(sid) for sid in sandboxes))
             from kates.runtime.containerd import remove_pod_cgroups
             await asyncio.to_thread(remove_pod_cgroups, cgroup_parent)
         await channel.close()

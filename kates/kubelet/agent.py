@@ -37,14 +37,12 @@ from ..client.informer import Informer
 from ..client.rest import Client, resource
 from ..runtime.interface import (ContainerEvent, ContainerStatus, DNSConfig, LinuxResources, Mount, Runtime,
                                  RuntimeServiceError)
-from . import dns, envvars, resources
+from . import dns
 from .backoff import Backoff
 from .images import ImageManager
 from .logs import ContainerLogManager
 from .podworker import CreateContainerConfigError, PodWorker, _Probed
-from .probes import ProbeWorker
 from .server import KubeletServer
-from .volumes import MountError, VolumeManager
 from .status import (KUBELET_VERSION, LEASE_NAMESPACE, micro_time, node_capacity_quantities,
                      node_conditions)
 
@@ -202,7 +200,8 @@ class Kubelet:
         self.backoff = Backoff(config.crash_backoff, config.crash_backoff_cap)
         self.images = ImageManager(runtime, client, self.recorder, Backoff(config.crash_backoff,
                                                                              config.crash_backoff_cap))
-        self.volumes: Any = None
+        self._volumes: Any = None
+        self._volumes_enabled = False     # set when the plugins start; the manager itself is made for the first pod
         self.log_manager: Any = None
         self.server: Any = None
         self.kubelet_port = config.kubelet_port
@@ -275,10 +274,24 @@ class Kubelet:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    @property
+    def volumes(self) -> Any:
+        """The volume manager, made (and its module imported) when the first pod needs it: an idle node does
+        without the volume, env and quantity code (a few MB resident)."""
+        if self._volumes is None and self._volumes_enabled:
+            from .volumes import VolumeManager
+            self._volumes = VolumeManager(self.client, pods_dir=self.data_dir / "pods", node_name=self.node_name,
+                                          node_ip=self.node_ip)
+        return self._volumes
+
+    @volumes.setter
+    def volumes(self, manager: Any) -> None:
+        self._volumes = manager
+        self._volumes_enabled = manager is not None
+
     async def _start_plugins(self) -> None:
         """Volumes, log rotation and the kubelet API server."""
-        self.volumes = VolumeManager(self.client, pods_dir=self.data_dir / "pods", node_name=self.node_name,
-                                     node_ip=self.node_ip)
+        self._volumes_enabled = True
         self.log_manager = ContainerLogManager(self.runtime)
         await self.log_manager.start()
         await self._start_server()
@@ -528,16 +541,19 @@ class Kubelet:
                           warn=lambda reason, message: self.recorder.event(pod, "Warning", reason, message))
 
     def cgroup_parent(self, pod: Obj) -> str:
+        from . import resources
         return resources.pod_cgroup_parent(pod)
 
     def runtime_handler(self, pod: Obj) -> str:
         return ""
 
     def linux_resources(self, pod: Obj, ctr: Obj) -> LinuxResources | None:
+        from . import resources
         return resources.linux_resources(pod, ctr, memory_capacity=self.memory)
 
     async def container_env(self, pod: Obj, ctr: Obj) -> list[tuple[str, str]]:
         """The container's environment (envvars.py) with the Services of its namespace and `default`."""
+        from . import envvars
         ns = pod["metadata"]["namespace"]
         services = [s for s in self.service_informer.store.list()
                     if s["metadata"].get("namespace") in (ns, "default")]
@@ -557,6 +573,7 @@ class Kubelet:
                                env: list[tuple[str, str]]) -> list[Mount]:
         if self.volumes is None or not ctr.get("volumeMounts"):
             return []
+        from .volumes import MountError
         try:
             return list(await asyncio.to_thread(self.volumes.mounts_for, pod, ctr, paths or {}, env=env))
         except MountError as e:   # a subPath that escapes its volume, a missing volume: the container cannot start
@@ -620,6 +637,7 @@ class Kubelet:
             self.recorder.event(pod, "Warning", "Unhealthy", message)
 
         for kind, probe in kinds.items():
+            from .probes import ProbeWorker
             pw = ProbeWorker(kind, probe, runtime=self.runtime, container_id=cid,
                              pod_ip_fn=lambda: worker.pod_ip or self.node_ip, on_result=on_result,
                              on_failure=on_failure,
@@ -652,7 +670,8 @@ async def run_agent(kubeconfig: Path, config: AgentConfig, runtime_kind: str = "
         config.client_ca = str(ca) if ca else ""
     runtime = await open_runtime(runtime_kind, data_dir=config.data_dir, endpoint=endpoint)
     client = Client.from_kubeconfig(kubeconfig, user_agent=f"kubelet/{KUBELET_VERSION} (kates)")
-    lease_client = Client.from_kubeconfig(kubeconfig, user_agent=f"kubelet/{KUBELET_VERSION} (kates) lease")
+    # its own connection pool (renewals never queue behind pod traffic), the same TLS context (one less CA bundle)
+    lease_client = Client(client.connection, user_agent=f"kubelet/{KUBELET_VERSION} (kates) lease")
     kubelet = Kubelet(client, runtime, config, lease_client=lease_client)
     if stop is None:
         stop = asyncio.Event()

@@ -35,7 +35,6 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc  # noqa: E402
 from cri_api.v1 import api_pb2, api_pb2_grpc  # noqa: E402
-from google.protobuf import json_format  # noqa: E402
 
 from .interface import (AuthConfig, ByteStream, ContainerConfig, ContainerEvent, ContainerEventType,
                         ContainerMetadata, ContainerState, ContainerStats, ContainerStatus, Image, ImagePullError,
@@ -337,6 +336,7 @@ class CRIRuntime:
         r = await self._call(self.rt.PodSandboxStatus,
                              api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True),
                              f"sandbox {sandbox_id[:12]}")
+        from google.protobuf import json_format
         proto = api_pb2.PodSandboxConfig()
         try:
             info = json.loads(r.info.get("info", "{}"))
