@@ -639,7 +639,12 @@ class PodWorker:
             self.finished = True
             await self.write_status(pod, await self._sandboxes(), final=True)
         for s in sandboxes:
-            await self._remove_sandbox(s.id)
+            try:
+                await self._remove_sandbox(s.id)
+            except RuntimeServiceError as e:
+                # Nothing of the pod runs any more: as the kubelet, let the pod go and leave the sandbox to the
+                # orphan sweep (a netns the runtime cannot unlink yet must not keep the pod Terminating forever).
+                log.info("removing sandbox %s of %s: %s (the orphan sweep retries)", s.id[:12], self.key, e)
         t3 = time.monotonic()
         await self.k.teardown_volumes(pod)
         await self.k.remove_pod_files(pod)
