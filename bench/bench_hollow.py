@@ -1,13 +1,17 @@
 """Hollow-node benchmark: kwok's gate on this machine.
 
-Starts a real `kates server` (SQLite store; the controller manager with the node lifecycle controller and the pod GC,
-no scheduler) and then `kates hollow-nodes --count N` as its own process, and measures from outside:
+Starts a real `kates server` (SQLite store; the whole control plane: API server, controller manager with every
+controller, scheduler; `--minimal` keeps only the node lifecycle controller and the pod GC, no scheduler) and then
+`kates hollow-nodes --count N` as its own process, and measures from outside:
 1. N hollow nodes registered and Ready (target: 5,000 in < 60 s);
 2. P pods Running, created with spec.nodeName already set, round-robin over the nodes, so the hollow kubelet is
    measured alone (target: 10,000 in < 60 s, from the first create to the last pod Running); pods are created at
    --qps per second (default 250, a rate-limited client; 0 sends them as fast as 48 connections allow);
 3. the P pods deleted gracefully, each confirmed by its hollow kubelet (target: < 90 s, first DELETE to last pod gone);
-4. that no node flapped NotReady meanwhile (leases kept up under load), and the hollow process's RSS and CPU.
+4. that no node flapped NotReady meanwhile (leases kept up under load), and the hollow process's RSS and CPU;
+5. the control plane's RSS once all P pods are Running: VmRSS (and peak VmHWM) of the API server and of each of its
+   children (controller manager, scheduler) from /proc, summed as one figure (target <= 2 GB with 5,000 nodes and
+   10,000 pods); the hollow process, which stands in for N machines, is reported apart.
 Progress is counted from one watch on pods. Everything shares this machine's cores: the API server, the controller
 manager, the hollow process and this client. Usage: python bench/bench_hollow.py [--nodes 5000] [--pods 10000]
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,9 +44,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when this benchmark dies, so no server or hollow process outlives it."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start(args: list[str], log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "kates.cli.main", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=open(log, "a"), text=True)
+                            stderr=open(log, "a"), text=True, preexec_fn=_die_with_parent)
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -63,6 +77,51 @@ def proc_stats(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss, cpu
+
+
+def proc_memory(pid: int) -> tuple[float, float]:
+    """(VmRSS MB, VmHWM MB: the peak) of one process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """(pid, kates sub-command) of each direct child of pid, from /proc/*/stat's ppid field."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        words = [a.decode() for a in argv if a]
+        sub = words[words.index("kates.cli.main") + 1] if "kates.cli.main" in words[:-1] else " ".join(words[:2])
+        found.append((int(d.name), sub))
+    return found
+
+
+def control_plane_memory(server_pid: int, hollow_pid: int | None) -> float:
+    """Print VmRSS/VmHWM of the API server and each child; return the control plane's VmRSS sum in MB."""
+    rows = [(server_pid, "API server")] + [(pid, name) for pid, name in sorted(children_of(server_pid))]
+    total = peak = 0.0
+    for pid, name in rows:
+        rss, hwm = proc_memory(pid)
+        total, peak = total + rss, peak + hwm
+        print(f"    {name:<20} pid {pid:<8} RSS {rss:7.0f} MB  (peak {hwm:7.0f} MB)", flush=True)
+    print(f"  control plane RSS: {total:.0f} MB (sum of peaks {peak:.0f} MB; target <= 2,048 MB)", flush=True)
+    if hollow_pid is not None:
+        rss, hwm = proc_memory(hollow_pid)
+        print(f"    {'hollow-nodes':<20} pid {hollow_pid:<8} RSS {rss:7.0f} MB  (peak {hwm:7.0f} MB), "
+              "apart: it stands in for the machines", flush=True)
+    return total
 
 
 def ready(node: dict) -> bool:
@@ -179,7 +238,7 @@ async def for_each(n: int, concurrency: int, fn, qps: float = 0) -> None:
 
 
 async def run_pods(client: Client, hollow: subprocess.Popen[str], nodes: int, pods: int, prefix: str,
-                   qps: float) -> None:
+                   qps: float, server_pid: int) -> None:
     ns = "bench"
     try:
         await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -191,7 +250,13 @@ async def run_pods(client: Client, hollow: subprocess.Popen[str], nodes: int, po
     await for_each(pods, 48, lambda i: client.create(PODS, pod_body(i, f"{prefix}{i % nodes}"), ns), qps)
     created = time.monotonic() - t0
     print(f"  {pods} pods created in {created:.1f} s ({pods / created:.0f}/s)", flush=True)
-    await counter.wait("running", pods, 600)
+    try:
+        await counter.wait("running", pods, 600)
+    except SystemExit:
+        print(f"memory with {nodes} nodes and {pods} pods, only {len(counter.running)} seen Running "
+              f"(load average {os.getloadavg()[0]:.1f}):", flush=True)
+        control_plane_memory(server_pid, hollow.pid)
+        raise
     took = counter.last_running - t0
     evicted = len(counter.deleted - counter.running)
     print(f"{pods} pods Running: {took:.1f} s from the first create (target < 60 s)"
@@ -199,6 +264,8 @@ async def run_pods(client: Client, hollow: subprocess.Popen[str], nodes: int, po
           flush=True)
     rss, cpu = proc_stats(hollow.pid)
     print(f"  hollow process: RSS {rss:.0f} MB, CPU {cpu:.1f} s so far", flush=True)
+    print(f"memory with {nodes} nodes and {pods} pods Running (load average {os.getloadavg()[0]:.1f}):", flush=True)
+    control_plane_memory(server_pid, hollow.pid)
 
     t0 = time.monotonic()
     await for_each(pods, 48, lambda i: client.delete(PODS, f"pod-{i:05d}", ns), qps)
@@ -211,7 +278,7 @@ async def run_pods(client: Client, hollow: subprocess.Popen[str], nodes: int, po
 
 
 async def run(kubeconfig: Path, data_dir: Path, nodes: int, pods: int, prefix: str, idle: float,
-              qps: float) -> None:
+              qps: float, server_pid: int) -> None:
     client = Client.from_kubeconfig(kubeconfig, user_agent="bench-hollow", timeout=120)
     t0 = time.monotonic()
     hollow = start(["hollow-nodes", "--kubeconfig", str(kubeconfig), "--count", str(nodes), "--prefix", prefix],
@@ -224,7 +291,7 @@ async def run(kubeconfig: Path, data_dir: Path, nodes: int, pods: int, prefix: s
         print(f"  hollow process: RSS {rss:.0f} MB, CPU {cpu:.1f} s so far", flush=True)
 
         if pods:
-            await run_pods(client, hollow, nodes, pods, prefix, qps)
+            await run_pods(client, hollow, nodes, pods, prefix, qps, server_pid)
         if idle:
             print(f"  idling {idle:.0f} s with only lease renewals", flush=True)
             await asyncio.sleep(idle)
@@ -249,11 +316,19 @@ def main() -> None:
                         help="pod creates (then deletes) per second, as a rate-limited client sends them (0: no limit)")
     parser.add_argument("--idle", type=float, default=0, help="seconds to idle before the final node check")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--minimal", action="store_true",
+                        help="only the node lifecycle controller and the pod GC, no scheduler (the hollow kubelet alone)")
     args = parser.parse_args()
+    # stop cleanly (servers, hollow process) on SIGTERM, and on SIGINT even when started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)",
+          flush=True)
+    plane = ["--disable-scheduler", "--controllers", "nodelifecycle,podgc"] if args.minimal else []
     data_dir = Path(tempfile.mkdtemp(prefix="kates-bench-hollow-"))
     port = free_port()
-    server = start(["server", "--data-dir", str(data_dir), "--port", str(port), "--disable-scheduler",
-                    "--controllers", "nodelifecycle,podgc"], data_dir / "server.log")
+    server = start(["server", "--data-dir", str(data_dir), "--port", str(port), "--disable-agent", *plane],
+                   data_dir / "server.log")
     assert server.stdout is not None
     for line in server.stdout:
         if line.startswith("kates is ready"):
@@ -262,11 +337,17 @@ def main() -> None:
         raise SystemExit(f"server did not start; see {data_dir / 'server.log'}")
     try:
         asyncio.run(run(data_dir / "kubeconfig.yaml", data_dir, args.nodes, args.pods, args.prefix, args.idle,
-                        args.qps))
+                        args.qps, server.pid))
         marked = (data_dir / "server.log").read_text().count("marking it Unknown")
         print(f"node lifecycle controller marked nodes Unknown {marked} times (lease renewals late)", flush=True)
         rss, cpu = proc_stats(server.pid)
         print(f"  API server: RSS {rss:.0f} MB, CPU {cpu:.1f} s in all", flush=True)
+        for pid, name in children_of(server.pid):
+            rss, cpu = proc_stats(pid)
+            print(f"  {name}: RSS {rss:.0f} MB, CPU {cpu:.1f} s in all", flush=True)
+        peaks = [proc_memory(pid)[1] for pid in [server.pid] + [pid for pid, _ in children_of(server.pid)]]
+        print(f"  control plane peak over the run (sum of VmHWM; deletes included): {sum(peaks):.0f} MB", flush=True)
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     finally:
         stop(server)
         print(f"logs: {data_dir}" if args.keep else "", end="")

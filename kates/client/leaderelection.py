@@ -4,6 +4,10 @@ Several controller managers (or schedulers) may run against one cluster for avai
 Lease acts. The holder renews it every `retry_period`; the others take it over once it has not been renewed for
 `lease_duration`. Every write is a compare-and-swap on the Lease's resourceVersion, so two candidates can never
 both believe they won: the API server's optimistic concurrency is the lock.
+
+With `release_on_cancel` (client-go's ReleaseOnCancel, which kube-controller-manager and kube-scheduler set), a
+leader that is stopped gives the Lease up on its way out: holder cleared, duration 1 s. Its successor (a standby, or
+the same component restarted) takes it at its next try instead of waiting out a whole lease duration.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ LEASES = resource("leases.coordination.k8s.io")
 class LeaderElector:
     def __init__(self, client: Client, name: str, namespace: str = "kube-system", identity: str | None = None,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0, retry_period: float = 2.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, release_on_cancel: bool = False) -> None:
         self.client = client
         self.name = name
         self.namespace = namespace
@@ -35,6 +39,7 @@ class LeaderElector:
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.clock = clock
+        self.release_on_cancel = release_on_cancel
         self.is_leader = False
 
     async def try_acquire_or_renew(self) -> bool:
@@ -69,8 +74,35 @@ class LeaderElector:
         except errors.Conflict:
             return False
 
+    async def release(self, timeout: float = 5.0) -> bool:
+        """Give the Lease up if this candidate still holds it, as client-go's release(): holderIdentity "", duration
+        1 s, renewTime and acquireTime now, transitions kept. A CAS write on the resourceVersion read, so it never
+        clears a Lease someone else took meanwhile. Bounded: a stopping process must not hang on a gone server."""
+        try:
+            return await asyncio.wait_for(self._release(), timeout)
+        except (errors.APIError, OSError, asyncio.TimeoutError) as e:
+            log.warning("could not release the lease %s/%s: %s", self.namespace, self.name, e)
+            return False
+
+    async def _release(self) -> bool:
+        lease = await self.client.get(LEASES, self.name, self.namespace)
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") != self.identity:
+            return False
+        now = micro_rfc3339(self.clock())
+        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": now,
+                         "acquireTime": now}
+        try:
+            await self.client.update(LEASES, lease)
+        except errors.Conflict:
+            return False   # written since we read it: no longer ours to release
+        log.info("released the lease %s/%s", self.namespace, self.name)
+        return True
+
     async def run(self, lead: Callable[[], Awaitable[Any]]) -> None:
-        """Wait to become leader, run `lead()` while renewing; if renewal fails for renew_deadline, stop leading."""
+        """Wait to become leader, run `lead()` while renewing; if renewal fails for renew_deadline, stop leading.
+        Cancelled (the process stopping) while leading: stop `lead()` first, then release the Lease if
+        `release_on_cancel`, so no successor acts while this leader's work still runs."""
         while True:
             try:
                 if await self.try_acquire_or_renew():
@@ -99,7 +131,17 @@ class LeaderElector:
             self.is_leader = False
             if not work.done():
                 work.cancel()
+            failure: BaseException | None = None
             try:
-                await work
+                await asyncio.wait_for(asyncio.shield(work), self.renew_deadline)
             except asyncio.CancelledError:
-                pass
+                if not work.done():   # cancelled again while waiting for lead() to stop
+                    raise
+            except asyncio.TimeoutError:
+                log.warning("%s: the leader's work still stopping after %.0f s", self.name, self.renew_deadline)
+            except Exception as e:
+                failure = e
+            if self.release_on_cancel:
+                await self.release()
+            if failure is not None:
+                raise failure

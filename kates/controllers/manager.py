@@ -2,12 +2,19 @@
 
 Run as `kates controller-manager --kubeconfig FILE` (kates server starts it). Each controller is a module of
 this package exposing a `Controller` subclass; `CONTROLLERS` names them, and `--controllers` picks a subset.
+
+Leader election, as kube-controller-manager: only the holder of the Lease kube-system/kube-controller-manager runs
+controllers. On SIGTERM/SIGINT the controllers stop and the Lease is released (ReleaseOnCancel), so a restarted
+`kates server` (or a standby) runs its controllers at once instead of after a lease duration (15 s). A leader that
+loses its Lease exits with status 1 ("leaderelection lost"), as kube-controller-manager does; kates server restarts it.
 """
 from __future__ import annotations
 
 import asyncio
 import importlib
 import logging
+import signal
+import sys
 from typing import Any
 
 from ..client.controller import Controller, ControllerOptions
@@ -66,19 +73,54 @@ async def run(client: Client, names: list[str] | None = None, options: Controlle
         await informers.stop()
 
 
-def main(kubeconfig: str, names: list[str] | None = None, leader_elect: bool = True, **options: Any) -> int:
-    async def go() -> None:
-        client = Client.from_kubeconfig(kubeconfig, user_agent="kates-controller-manager")
-        try:
-            work = lambda: run(client, names, ControllerOptions(**options))
-            if leader_elect:
-                await LeaderElector(client, "kube-controller-manager").run(work)
-            else:
-                await work()
-        finally:
-            await client.close()
+class LeaderElectionLost(RuntimeError):
+    pass
+
+
+async def serve(kubeconfig: str, names: list[str] | None = None, leader_elect: bool = True,
+                options: ControllerOptions | None = None, lease_duration: float = 15.0,
+                renew_deadline: float = 10.0, retry_period: float = 2.0) -> None:
+    """Run the controllers (behind the Lease when leader_elect) until SIGTERM/SIGINT, then stop them and release
+    the Lease. Raises LeaderElectionLost when the Lease could not be renewed."""
+    client = Client.from_kubeconfig(kubeconfig, user_agent="kates-controller-manager")
+    work = lambda: run(client, names, options or ControllerOptions())
+    elector: LeaderElector | None = None
+    if leader_elect:
+        elector = LeaderElector(client, "kube-controller-manager", lease_duration=lease_duration,
+                                renew_deadline=renew_deadline, retry_period=retry_period, release_on_cancel=True)
+        log.info("attempting to acquire the leader lease kube-system/kube-controller-manager as %s", elector.identity)
+        task = asyncio.create_task(elector.run(work), name="controller-manager-leader-election")
+    else:
+        task = asyncio.create_task(work(), name="controller-manager")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait(), name="controller-manager-stop")
     try:
-        asyncio.run(go())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stopper):
+            t.cancel()   # the elector stops the controllers, then releases the Lease
+        await asyncio.gather(task, stopper, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await client.close()
+    if stop.is_set():
+        return
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()   # type: ignore[misc]
+    if elector is not None:
+        # LeaderElector.run returns on its own only when the Lease could not be renewed (or the work ended)
+        raise LeaderElectionLost("leaderelection lost: kube-system/kube-controller-manager")
+
+
+def main(kubeconfig: str, names: list[str] | None = None, leader_elect: bool = True, **options: Any) -> int:
+    try:
+        asyncio.run(serve(kubeconfig, names, leader_elect, ControllerOptions(**options)))
     except KeyboardInterrupt:
         pass
+    except LeaderElectionLost as e:
+        print(f"kates controller-manager: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from harness import Kubectl, Server, free_port
+from kates.api import errors
 from kates.client.leaderelection import LEASES, LeaderElector
 from kates.client.rest import Client, Connection
 
@@ -177,3 +178,36 @@ def test_restarted_server_runs_its_controllers_at_once(cm_server: Server) -> Non
     spec = lease_spec(kctl)
     assert spec["holderIdentity"] == second and spec["leaseDurationSeconds"] == 15
     assert spec["leaseTransitions"] >= 1
+
+
+async def test_controller_manager_that_loses_its_lease_stops(server: Server, client: Client) -> None:
+    """Someone else takes the Lease (as a standby would after a partition): the controller manager stops its
+    controllers and serve() raises LeaderElectionLost (the process exits 1; kates server restarts it)."""
+    from kates.controllers import manager
+    task = asyncio.create_task(manager.serve(str(server.kubeconfig), ["serviceaccount"], lease_duration=2,
+                                             renew_deadline=1, retry_period=0.2))
+    try:
+        deadline = time.monotonic() + 10
+        while not (spec := await spec_of_or_empty(client, "kube-controller-manager")).get("holderIdentity"):
+            assert time.monotonic() < deadline, "the controller manager never took the Lease"
+            await asyncio.sleep(0.1)
+        ours = spec["holderIdentity"]
+        lease = await client.get(LEASES, "kube-controller-manager", "kube-system")
+        lease["spec"] = {**lease["spec"], "holderIdentity": "usurper", "leaseDurationSeconds": 3600,
+                         "renewTime": lease["spec"]["renewTime"]}
+        await client.update(LEASES, lease)
+        with pytest.raises(manager.LeaderElectionLost):
+            await asyncio.wait_for(task, 10)
+        assert ours and ours != "usurper"
+        assert (await spec_of(client, "kube-controller-manager"))["holderIdentity"] == "usurper"   # not released
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.delete(LEASES, "kube-controller-manager", "kube-system")
+
+
+async def spec_of_or_empty(client: Client, name: str) -> dict[str, Any]:
+    try:
+        return await spec_of(client, name)
+    except errors.NotFound:
+        return {}
