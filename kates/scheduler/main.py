@@ -19,9 +19,7 @@ import logging
 import signal
 import sys
 
-from ..api import errors
-from ..api.timestamps import micro_rfc3339
-from ..client.leaderelection import LEASES, LeaderElector
+from ..client.leaderelection import LeaderElector
 from ..client.rest import Client
 from .config import ConfigError, resolve_profiles
 from .framework import Profile
@@ -82,29 +80,12 @@ async def serve(kubeconfig: str, profiles: list[Profile], election: LeaderElecti
             t.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
         if elector is not None and not lost:
-            await release(client, elector)
+            await elector.release()
         await client.close()
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise task.exception()   # type: ignore[misc]
     if lost and not stop.is_set():
         raise LeaderElectionLost(f"leaderelection lost: {election.namespace}/{election.name}")
-
-
-async def release(client: Client, elector: LeaderElector) -> None:
-    """Give the Lease up on a clean stop (client-go's ReleaseOnCancel): holder cleared, duration 1 s, so a standby
-    takes over at its next retry instead of after a whole lease duration. A CAS write: never clears another's."""
-    try:
-        lease = await client.get(LEASES, elector.name, elector.namespace)
-        spec = lease.get("spec") or {}
-        if spec.get("holderIdentity") != elector.identity:
-            return
-        now = micro_rfc3339(elector.clock())
-        lease["spec"] = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": now,
-                         "acquireTime": now}
-        await client.update(LEASES, lease)
-        log.info("released the leader lease %s/%s", elector.namespace, elector.name)
-    except (errors.APIError, OSError, asyncio.TimeoutError) as e:
-        log.warning("could not release the leader lease %s/%s: %s", elector.namespace, elector.name, e)
 
 
 def _freeze_gc() -> None:
