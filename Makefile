@@ -43,7 +43,8 @@ test: setup
 	  if [ $$code = 5 ]; then echo "no tests ran"; exit 1; fi; exit $$code
 
 bench: setup
-	$(PY) bench/run_all.py
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info
