@@ -321,6 +321,7 @@ def _children(args: argparse.Namespace, kubeconfig: Path) -> list["Child"]:
         from ..kubelet.agent import default_node_ip
         children.append(Child("dns", ["dns", *common, "--listen", f"{args.node_ip or default_node_ip()}:53",
                                       "--service-ip", _cluster_dns(args), "--cluster-domain", args.cluster_domain,
+                                      "--allow", f"127.0.0.0/8,::1/128,{args.cluster_cidr}",
                                       "--node-name", args.node_name or socket.gethostname().lower()]))
     return children
 

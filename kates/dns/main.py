@@ -32,6 +32,7 @@ class DNSConfig:
     node_name: str = ""
     port_fallback: bool = True
     sync_timeout: float = 10.0
+    allow: tuple[str, ...] = ()    # client networks answered (empty: everyone)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-name", default="", help="names this server's EndpointSlice (default: the hostname)")
     p.add_argument("--no-port-fallback", action="store_true",
                    help="exit when the port is taken instead of listening on a free one")
+    p.add_argument("--allow", default="127.0.0.0/8,::1/128,10.244.0.0/16",
+                   help="comma-separated client networks to answer (the node's own addresses are added); others get "
+                        "REFUSED, so a listener on the node address is no open resolver ('' answers everyone)")
     p.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -58,7 +62,9 @@ def config_from_args(args: argparse.Namespace) -> DNSConfig:
     return DNSConfig(kubeconfig=Path(args.kubeconfig), host=host, port=int(port or 53),
                      cluster_domain=args.cluster_domain, upstream=args.upstream, service_ip=args.service_ip,
                      advertise_address=advertise, node_name=args.node_name or socket.gethostname().lower(),
-                     port_fallback=not args.no_port_fallback)
+                     port_fallback=not args.no_port_fallback,
+                     allow=tuple(n for n in (*args.allow.split(","), *([f"{advertise}/32"] if args.allow else []))
+                                 if n.strip()))
 
 
 async def run(config: DNSConfig, stop: asyncio.Event | None = None) -> int:
@@ -80,7 +86,7 @@ async def run(config: DNSConfig, stop: asyncio.Event | None = None) -> int:
     upstreams = upstreams_from(config.upstream)
     if not upstreams:
         log.warning("no upstream resolvers from %s: only cluster names will resolve", config.upstream)
-    server = DNSServer(records, Forwarder(upstreams))
+    server = DNSServer(records, Forwarder(upstreams), allow=config.allow)
     informers.start()
     try:
         await informers.wait_synced(config.sync_timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import struct
 import time
@@ -158,7 +159,10 @@ class _UDP(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        out = self.server.answer_now(data, tcp=False)
+        if not self.server.allowed(addr[0]):
+            out: bytes | Pending | None = _refused(data)
+        else:
+            out = self.server.answer_now(data, tcp=False)
         if isinstance(out, bytes):
             assert self.transport is not None
             self.transport.sendto(out, addr)
@@ -185,9 +189,10 @@ class Pending:
 class DNSServer:
     """Serves `records` on UDP and TCP; forwards what is not the cluster's."""
 
-    def __init__(self, records: ClusterRecords, forwarder: Forwarder) -> None:
+    def __init__(self, records: ClusterRecords, forwarder: Forwarder, allow: tuple[str, ...] = ()) -> None:
         self.records = records
         self.forwarder = forwarder
+        self.allow = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in allow)
         self.stats = Stats()
         self._answers: dict[bytes, bytes] = {}
         self._rrsets: dict[tuple[str, int, int, tuple[str, ...]], dns.rrset.RRset] = {}
@@ -233,7 +238,23 @@ class DNSServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def allowed(self, client: str) -> bool:
+        """Pods, the node and loopback are answered; anyone else who reaches the node address is not."""
+        if not self.allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(client.split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allow if net.version == ip.version)
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if peer and not self.allowed(peer[0]):
+            writer.close()
+            return
         self._connections.add(writer)
         try:
             while True:
@@ -403,6 +424,17 @@ def _grow_receive_buffer(sock: Any, size: int = UDP_RECEIVE_BUFFER) -> None:
 
 def _udp_limit(query: dns.message.Message) -> int:
     return max(512, min(query.payload, 4096)) if query.edns >= 0 else 512
+
+
+def _refused(data: bytes) -> bytes | None:
+    """REFUSED for a client outside the allowed networks (nothing for garbage)."""
+    try:
+        query = dns.message.from_wire(data)
+    except Exception:  # noqa: BLE001 (any malformed datagram)
+        return None
+    response = dns.message.make_response(query)
+    response.set_rcode(dns.rcode.REFUSED)
+    return response.to_wire()
 
 
 def _format_error(data: bytes) -> bytes | None:
