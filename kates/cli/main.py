@@ -251,16 +251,15 @@ def _agent_child(args: argparse.Namespace, kubeconfig: Path, data_dir: Path, pki
                         ("--container-runtime-endpoint", args.container_runtime_endpoint)):
         if value:
             extra += [flag, value]
-    if hasattr(pki, "ensure_kubelet_serving"):
-        cert, key = pki.ensure_kubelet_serving(node_name, [node_ip, "127.0.0.1", node_name])
-        extra += ["--tls-cert-file", str(cert), "--tls-private-key-file", str(key)]
+    cert, key = pki.ensure_kubelet_serving(node_name, [node_ip, "127.0.0.1", node_name])
+    extra += ["--tls-cert-file", str(cert), "--tls-private-key-file", str(key)]
     return Child("agent", ["agent", "--kubeconfig", str(kubeconfig), "--data-dir", str(data_dir / "node"), *extra]
                  + (["-v"] if args.verbose else []))
 
 
 def _cluster_dns(args: argparse.Namespace) -> str:
     """The kube-dns Service address pods are told to use, when this server runs the cluster DNS."""
-    if getattr(args, "disable_dns", True) or args.disable_agent:
+    if args.disable_dns or args.disable_agent:
         return ""
     from ..dns.addon import cluster_dns_ip
     return cluster_dns_ip(args.service_cidr)
@@ -385,9 +384,8 @@ async def _serve(args: argparse.Namespace) -> int:
     store.start_background_tasks()
     server = APIServer(store, config)
     server.tokens = pki.load_tokens()
-    if hasattr(server, "podproxy") and hasattr(pki, "kubelet_client_context"):
-        # logs, exec, attach and port-forward reach the kubelets with the apiserver-kubelet-client certificate
-        server.podproxy.tls = await asyncio.to_thread(pki.kubelet_client_context)
+    # logs, exec, attach and port-forward reach the kubelets with the apiserver-kubelet-client certificate
+    server.podproxy.tls = await asyncio.to_thread(pki.kubelet_client_context)
     try:
         await server.start(pki.server_context())
     except OSError as e:
