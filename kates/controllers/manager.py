@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import signal
 import sys
 from typing import Any
 
+from ..cli.lifecycle import SIGNALS, run_until_stopped, stop_event
 from ..client.controller import Controller, ControllerOptions
 from ..client.informer import InformerFactory
 from ..client.leaderelection import LeaderElector
@@ -92,18 +92,12 @@ async def serve(kubeconfig: str, names: list[str] | None = None, leader_elect: b
         task = asyncio.create_task(elector.run(work), name="controller-manager-leader-election")
     else:
         task = asyncio.create_task(work(), name="controller-manager")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait(), name="controller-manager-stop")
+    stop = stop_event()
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await run_until_stopped(task, stop)   # cancelled, the elector stops the controllers, then releases the Lease
     finally:
-        for t in (task, stopper):
-            t.cancel()   # the elector stops the controllers, then releases the Lease
-        await asyncio.gather(task, stopper, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
             loop.remove_signal_handler(sig)
         await client.close()
     if stop.is_set():

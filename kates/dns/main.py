@@ -12,9 +12,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import signal
 import socket
 from pathlib import Path
+
+from ..cli.lifecycle import stop_event
 
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,7 @@ async def run(config: DNSConfig, stop: asyncio.Event | None = None) -> int:
                              port=port, node_name=config.node_name)
         addon_task = asyncio.create_task(addon.run(), name="kates-dns-addon")
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
     await stop.wait()
     log.info("stopping: %s", server.stats)
     if addon_task is not None and addon is not None:

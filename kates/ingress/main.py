@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from ..cli.lifecycle import stop_event
 from ..client.informer import InformerFactory
 from ..client.rest import Client
 from .controller import IngressController
@@ -34,14 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
 async def run(args: argparse.Namespace) -> int:
     """Start the informers, the controller and the listeners; stop on SIGINT/SIGTERM. With --workers N > 1 this
     process only binds the ports and supervises N worker processes that serve them."""
@@ -54,7 +46,7 @@ async def run(args: argparse.Namespace) -> int:
     controller = IngressController(client, informers, router, args.node_ip or default_node_ip(), args.ingress_class)
     controller.writes_status = args.worker_index == 0     # one writer of status and events among workers
     proxy = Proxy(router)
-    stop = _stop_event()
+    stop = stop_event()
     informers.start()
     tasks: list[asyncio.Task[object]] = []
     try:
@@ -87,7 +79,7 @@ async def run_workers(args: argparse.Namespace) -> int:
     """Bind the ports once and run `--workers` processes accepting from them: Python serves one core per process,
     and one listening socket (not SO_REUSEPORT, which any other root process could join) keeps the port exclusive
     to this cluster. A worker that exits is restarted."""
-    stop = _stop_event()
+    stop = stop_event()
     bound = asyncio.gather(bind(args.bind_address, args.http_port if args.http_port >= 0 else None),
                            bind(args.bind_address, args.https_port if args.https_port >= 0 else None))
     if not await _unless_stopped(bound, stop):

@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import os
 import platform
-import signal
 import socket
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 import yaml
 
 from ..api import errors
+from ..cli.lifecycle import run_until_stopped, stop_event
 from ..client.events import EventRecorder
 from ..client.informer import Informer
 from ..client.rest import Client, resource
@@ -673,19 +673,10 @@ async def run_agent(kubeconfig: Path, config: AgentConfig, runtime_kind: str = "
     # its own connection pool (renewals never queue behind pod traffic), the same TLS context (one less CA bundle)
     lease_client = Client(client.connection, user_agent=f"kubelet/{KUBELET_VERSION} (kates) lease")
     kubelet = Kubelet(client, runtime, config, lease_client=lease_client)
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
     runner = asyncio.create_task(kubelet.run(), name="kubelet")
-    stopper = asyncio.create_task(stop.wait(), name="kubelet-stop")
     try:
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await run_until_stopped(runner, stop if stop is not None else stop_event())
     finally:
-        stopper.cancel()
-        runner.cancel()
-        await asyncio.gather(runner, stopper, return_exceptions=True)
         await kubelet.stop()
         await client.close()
         await lease_client.close()

@@ -31,12 +31,12 @@ import dataclasses
 import hashlib
 import logging
 import platform
-import signal
 import time
 import uuid
 from typing import Any, Awaitable, Callable
 
 from ..api import errors
+from ..cli.lifecycle import run_until_stopped, stop_event
 from ..client.events import EventRecorder
 from ..client.informer import Informer
 from ..client.rest import Client, object_key, resource
@@ -735,18 +735,10 @@ def main(kubeconfig: str, count: int, prefix: str, config: HollowConfig | None =
         client = Client.from_kubeconfig(kubeconfig, user_agent="kates-hollow-nodes")
         lease_client = Client.from_kubeconfig(kubeconfig, user_agent="kates-hollow-nodes-leases")
         kubelet = HollowKubelet(client, cfg, lease_client=lease_client)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         runner = asyncio.create_task(kubelet.run(), name="hollow-kubelet")
-        stopper = asyncio.create_task(stop.wait(), name="hollow-stop")
         try:
-            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await run_until_stopped(runner, stop_event())
         finally:
-            stopper.cancel()
-            runner.cancel()
-            await asyncio.gather(runner, stopper, return_exceptions=True)
             await kubelet.stop()
             await client.close()
             await lease_client.close()

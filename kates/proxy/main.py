@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import signal
 from pathlib import Path
 
+from ..cli.lifecycle import stop_event
 from ..client.informer import InformerFactory
 from ..client.rest import Client
 from .conntrack import Conntrack
@@ -82,10 +82,7 @@ async def run(kubeconfig: str, node_name: str, node_ip: str, backend_name: str =
     backend = make_backend(backend_name, table, service_cidr, cluster_cidr)
     proxier = Proxier(client, informers, backend, node_name, min_sync_period, Conntrack())
     lb = ServiceLB(client, informers, node_ip, parse_pool(lb_pool)) if servicelb else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     await ensure_service_routes(service_cidr, node_ip)
     informers.start()
     tasks: list[asyncio.Task[None]] = []

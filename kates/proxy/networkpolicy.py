@@ -30,11 +30,11 @@ import logging
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..api.selectors import LabelSelector, selector_from_label_selector
+from ..cli.lifecycle import stop_event
 from ..client.controller import Controller
 from ..client.informer import InformerFactory
 from ..client.rest import Client, object_key, resource
@@ -484,10 +484,7 @@ def main(kubeconfig: str, node_name: str, table: str | None = None) -> int:
     """`kates network-policy`: enforce until SIGTERM/SIGINT, then remove the rules. Without root or nft there is
     nothing to enforce with: say so and idle (the supervisor would otherwise restart it forever)."""
     async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         if os.geteuid() != 0 or not shutil.which("nft"):
             log.warning("NetworkPolicies are not enforced on %s: needs root and nft", node_name)
             await stop.wait()

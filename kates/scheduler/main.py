@@ -16,9 +16,9 @@ import argparse
 import asyncio
 import gc
 import logging
-import signal
 import sys
 
+from ..cli.lifecycle import run_until_stopped, stop_event
 from ..client.leaderelection import LeaderElector
 from ..client.rest import Client
 from .config import ConfigError, resolve_profiles
@@ -68,17 +68,10 @@ async def serve(kubeconfig: str, profiles: list[Profile], election: LeaderElecti
         task = asyncio.create_task(lead(), name="scheduler-leader-election")
     else:
         task = asyncio.create_task(schedule(), name="scheduler")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait(), name="scheduler-stop")
+    stop = stop_event()
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await run_until_stopped(task, stop)
     finally:
-        for t in (task, stopper):
-            t.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)
         if elector is not None and not lost:
             await elector.release()
         await client.close()
