@@ -233,6 +233,11 @@ def resource_value(selector: Obj, container: Obj, node_allocatable: Mapping[str,
 # -- the environment ---------------------------------------------------------------------------------------------
 
 
+# how Kubernetes' messages name the two kinds (CreateContainerConfigError, InvalidEnvironmentVariableNames)
+KEY_REF_KIND = {"configmap": "ConfigMap", "secret": "Secret"}
+ENV_FROM_KIND = {"configmap": "configMap", "secret": "secret"}
+
+
 class _Sources:
     """ConfigMaps, secrets and the node, each read once per computation."""
 
@@ -242,24 +247,17 @@ class _Sources:
         self.namespace = namespace
         self.node_name = node_name
         self.node_allocatable = node_allocatable
-        self.configmaps: dict[str, Obj | None] = {}
-        self.secrets: dict[str, Obj | None] = {}
+        self._values: dict[tuple[str, str], dict[str, str] | None] = {}
 
-    async def configmap(self, name: str) -> Obj | None:
-        if name not in self.configmaps:
+    async def values(self, kind: str, name: str) -> dict[str, str] | None:
+        """The data of the ConfigMap or Secret (`kind` "configmap" or "secret") as text; None when it is missing."""
+        if (kind, name) not in self._values:
             try:
-                self.configmaps[name] = await self.client.get(CONFIGMAPS, name, self.namespace)
+                obj = await self.client.get(CONFIGMAPS if kind == "configmap" else SECRETS, name, self.namespace)
+                self._values[kind, name] = configmap_data(obj) if kind == "configmap" else secret_data(obj)
             except errors.NotFound:
-                self.configmaps[name] = None
-        return self.configmaps[name]
-
-    async def secret(self, name: str) -> Obj | None:
-        if name not in self.secrets:
-            try:
-                self.secrets[name] = await self.client.get(SECRETS, name, self.namespace)
-            except errors.NotFound:
-                self.secrets[name] = None
-        return self.secrets[name]
+                self._values[kind, name] = None
+        return self._values[kind, name]
 
     async def allocatable(self) -> Mapping[str, Any]:
         if self.node_allocatable is None:
@@ -297,24 +295,15 @@ async def container_env(client: Any, pod: Obj, container: Obj, *, services: list
 
     for ef in container.get("envFrom") or []:
         prefix = ef.get("prefix") or ""
-        if ef.get("configMapRef"):
-            ref, kind = ef["configMapRef"], "configMap"
-            obj = await src.configmap(ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise CreateContainerConfigError(f'configmap "{ref.get("name", "")}" not found')
-            data = configmap_data(obj)
-        elif ef.get("secretRef"):
-            ref, kind = ef["secretRef"], "secret"
-            obj = await src.secret(ref.get("name", ""))
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise CreateContainerConfigError(f'secret "{ref.get("name", "")}" not found')
-            data = secret_data(obj)
-        else:
+        field = "configMapRef" if ef.get("configMapRef") else "secretRef" if ef.get("secretRef") else None
+        if field is None:
             continue
+        ref, kind = ef[field], ("configmap" if field == "configMapRef" else "secret")
+        data = await src.values(kind, ref.get("name", ""))
+        if data is None:
+            if ref.get("optional"):
+                continue
+            raise CreateContainerConfigError(f'{kind} "{ref.get("name", "")}" not found')
         invalid = []
         for k, v in data.items():
             k = prefix + k
@@ -324,7 +313,7 @@ async def container_env(client: Any, pod: Obj, container: Obj, *, services: list
             env[k] = v
         if invalid and warn:
             warn("InvalidEnvironmentVariableNames",
-                 f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {kind} {ns}/{ref.get('name', '')} were "
+                 f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {ENV_FROM_KIND[kind]} {ns}/{ref.get('name', '')} were "
                  "skipped since they are considered invalid environment variable names.")
 
     mapping = mapping_for(env, svc_env)
@@ -346,33 +335,17 @@ async def container_env(client: Any, pod: Obj, container: Obj, *, services: list
                                                *(pod["spec"].get("initContainers") or [])]
                                    if c.get("name") == sel["containerName"]), container)
                 val = resource_value(sel, target, await src.allocatable())
-            elif vf.get("configMapKeyRef"):
-                ref = vf["configMapKeyRef"]
-                cm_name, key, optional = ref.get("name", ""), ref.get("key", ""), bool(ref.get("optional"))
-                obj = await src.configmap(cm_name)
-                if obj is None:
-                    if optional:
+            elif vf.get("configMapKeyRef") or vf.get("secretKeyRef"):
+                kind = "configmap" if vf.get("configMapKeyRef") else "secret"
+                ref = vf["configMapKeyRef" if kind == "configmap" else "secretKeyRef"]
+                ref_name, key = ref.get("name", ""), ref.get("key", "")
+                data = await src.values(kind, ref_name)
+                if data is None or key not in data:
+                    if ref.get("optional"):
                         continue
-                    raise CreateContainerConfigError(f'configmap "{cm_name}" not found')
-                data = configmap_data(obj)
-                if key not in data:
-                    if optional:
-                        continue
-                    raise CreateContainerConfigError(f"couldn't find key {key} in ConfigMap {ns}/{cm_name}")
-                val = data[key]
-            elif vf.get("secretKeyRef"):
-                ref = vf["secretKeyRef"]
-                s_name, key, optional = ref.get("name", ""), ref.get("key", ""), bool(ref.get("optional"))
-                obj = await src.secret(s_name)
-                if obj is None:
-                    if optional:
-                        continue
-                    raise CreateContainerConfigError(f'secret "{s_name}" not found')
-                data = secret_data(obj)
-                if key not in data:
-                    if optional:
-                        continue
-                    raise CreateContainerConfigError(f"couldn't find key {key} in Secret {ns}/{s_name}")
+                    raise CreateContainerConfigError(
+                        f'{kind} "{ref_name}" not found' if data is None
+                        else f"couldn't find key {key} in {KEY_REF_KIND[kind]} {ns}/{ref_name}")
                 val = data[key]
         env[name] = val
 
